@@ -1,0 +1,242 @@
+"""pydantic models that mirror the Avro schemas in schemas/.
+
+Avro checks structure; these models check meaning (ranges, finiteness, time
+zones). Field names and order follow the schemas exactly, which a unit test
+verifies, so that `model_dump()` is a valid Avro record.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+Severity = Literal["low", "medium", "high", "critical"]
+SignalStatus = Literal["firing", "resolved"]
+Outcome = Literal["auto", "review", "shadow", "suppress"]
+Criticality = Literal["low", "medium", "high", "critical"]
+
+SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
+
+NonEmpty = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value}")
+    return value
+
+
+Finite = Annotated[float, AfterValidator(_finite)]
+
+
+class AvroModel(BaseModel):
+    """Base of the models that are encoded with an Avro schema of the same name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    schema_name: ClassVar[str]
+
+    def to_avro(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class AnomalyEvent(AvroModel):
+    schema_name: ClassVar[str] = "AnomalyEvent"
+
+    event_id: NonEmpty
+    detector_id: NonEmpty
+    detector_version: NonEmpty
+    event_time: AwareDatetime
+    entity: NonEmpty
+    subsystem: NonEmpty
+    anomaly_type: NonEmpty
+    severity: Severity
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)]
+    score: Finite
+    status: SignalStatus
+    fingerprint: NonEmpty
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Header(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    value: bytes | None = None
+
+
+class DeadLetter(AvroModel):
+    schema_name: ClassVar[str] = "DeadLetter"
+
+    dead_letter_id: NonEmpty
+    failed_at: AwareDatetime
+    stage: NonEmpty
+    reason_code: NonEmpty
+    reason: str
+    source_topic: NonEmpty
+    source_partition: int
+    source_offset: int
+    source_timestamp: AwareDatetime | None = None
+    key: bytes | None = None
+    value: bytes | None = None
+    headers: list[Header] = Field(default_factory=list)
+    writer_schema: str | None = None
+    trace_id: str | None = None
+    pipeline_version: NonEmpty
+
+
+class AssetContext(AvroModel):
+    schema_name: ClassVar[str] = "AssetContext"
+
+    entity: NonEmpty
+    owner: NonEmpty
+    tier: NonEmpty
+    criticality: Criticality
+    environment: NonEmpty
+    change_freeze: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+    updated_at: AwareDatetime
+
+
+class PolicyVersion(AvroModel):
+    schema_name: ClassVar[str] = "PolicyVersion"
+
+    policy_id: NonEmpty
+    version: Annotated[int, Field(ge=1)]
+    author: NonEmpty
+    published_at: AwareDatetime
+    change_note: str
+    content_hash: NonEmpty
+    document: str
+    deleted: bool = False
+
+
+class GateResult(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: NonEmpty
+    passed: bool
+    value: str
+    threshold: str
+
+
+class Lineage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    detector_id: str
+    detector_version: str
+    writer_schema: str
+    event_time: AwareDatetime
+    ingest_time: AwareDatetime
+    clock_skew_ms: int
+    pipeline_version: str
+
+
+class AssetSnapshot(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    owner: str
+    tier: str
+    criticality: str
+    environment: str
+    change_freeze: bool
+
+
+class DecisionRecord(AvroModel):
+    schema_name: ClassVar[str] = "DecisionRecord"
+
+    decision_id: NonEmpty
+    decided_at: AwareDatetime
+    event_id: NonEmpty
+    trace_id: NonEmpty
+    fingerprint: NonEmpty
+    entity: NonEmpty
+    subsystem: NonEmpty
+    anomaly_type: NonEmpty
+    severity: Severity
+    confidence: float
+    signal_status: SignalStatus
+    outcome: Outcome
+    reason_code: NonEmpty
+    reason: str
+    policy_id: str | None = None
+    policy_version: int | None = None
+    rule: str | None = None
+    risk_score: Annotated[float, Field(ge=0.0, le=1.0)]
+    gates: list[GateResult] = Field(default_factory=list)
+    command_ids: list[str] = Field(default_factory=list)
+    review_id: str | None = None
+    lineage: Lineage
+    asset: AssetSnapshot | None = None
+
+
+class ActionCommand(AvroModel):
+    schema_name: ClassVar[str] = "ActionCommand"
+
+    command_id: NonEmpty
+    idempotency_key: NonEmpty
+    decision_id: NonEmpty
+    event_id: NonEmpty
+    trace_id: NonEmpty
+    issued_at: AwareDatetime
+    deadline: AwareDatetime
+    attempt: Annotated[int, Field(ge=1)] = 1
+    executor: NonEmpty
+    action: NonEmpty
+    target: NonEmpty
+    parameters: dict[str, str] = Field(default_factory=dict)
+    step_id: NonEmpty
+    depends_on: list[str] = Field(default_factory=list)
+    policy_id: NonEmpty
+    policy_version: int
+
+
+class PlanStep(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    step_id: NonEmpty
+    executor: NonEmpty
+    action: NonEmpty
+    target: NonEmpty
+    parameters: dict[str, str] = Field(default_factory=dict)
+    depends_on: list[str] = Field(default_factory=list)
+
+
+class ReviewRequest(AvroModel):
+    schema_name: ClassVar[str] = "ReviewRequest"
+
+    review_id: NonEmpty
+    decision_id: NonEmpty
+    event_id: NonEmpty
+    trace_id: NonEmpty
+    created_at: AwareDatetime
+    deadline: AwareDatetime
+    entity: NonEmpty
+    subsystem: NonEmpty
+    anomaly_type: NonEmpty
+    severity: Severity
+    confidence: float
+    score: float
+    risk_score: Annotated[float, Field(ge=0.0, le=1.0)]
+    reason_code: NonEmpty
+    reason: str
+    policy_id: str | None = None
+    policy_version: int | None = None
+    gates: list[GateResult] = Field(default_factory=list)
+    recommended_plan: list[PlanStep] = Field(default_factory=list)
+
+
+RECORD_MODELS: tuple[type[AvroModel], ...] = (
+    AnomalyEvent,
+    DeadLetter,
+    AssetContext,
+    PolicyVersion,
+    DecisionRecord,
+    ActionCommand,
+    ReviewRequest,
+)
