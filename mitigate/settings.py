@@ -1,0 +1,58 @@
+"""Worker and client settings, read from MITIGATE_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mitigate.topology import Topology
+
+
+class KafkaSettings(BaseSettings):
+    """Where the cluster is and how this deployment names its topics."""
+
+    model_config = SettingsConfigDict(env_prefix="MITIGATE_", frozen=True, extra="forbid")
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers (MITIGATE_BOOTSTRAP_SERVERS)."
+    )
+    topic_prefix: str = Field(
+        "", description="Prefix of every topic name, to run several deployments on one cluster (MITIGATE_TOPIC_PREFIX)."
+    )
+    partitions: int = Field(4, ge=1, le=1024, description="Partitions of the keyed topics (MITIGATE_PARTITIONS).")
+    schema_registry_url: str | None = Field(
+        None,
+        description="Schema Registry URL (MITIGATE_SCHEMA_REGISTRY_URL); without it only single-object encoding is read.",
+    )
+
+    def topology(self) -> Topology:
+        return Topology(prefix=self.topic_prefix, partitions=self.partitions)
+
+
+class WorkerSettings(KafkaSettings):
+    """Settings of the pipeline worker."""
+
+    app_id: str = Field("mitigate", min_length=1, description="Faust application id and consumer group (MITIGATE_APP_ID).")
+    store: Literal["rocksdb", "memory"] = Field(
+        "rocksdb", description="Table storage; memory loses local state on restart (MITIGATE_STORE)."
+    )
+    data_dir: Path = Field(Path(".run/worker"), description="Folder for table storage (MITIGATE_DATA_DIR).")
+    detectors_file: Path = Field(
+        Path("config/detectors.yaml"), description="Known detectors and their required labels (MITIGATE_DETECTORS_FILE)."
+    )
+    max_future_skew_s: float = Field(
+        300.0, gt=0, description="Reject events stamped further than this in the future, seconds (MITIGATE_MAX_FUTURE_SKEW_S)."
+    )
+    max_event_age_s: float = Field(
+        86400.0, gt=0, description="Reject events older than this, seconds (MITIGATE_MAX_EVENT_AGE_S)."
+    )
+    review_timeout_s: float = Field(
+        1800.0, gt=0, description="Review deadline when no policy sets one, seconds (MITIGATE_REVIEW_TIMEOUT_S)."
+    )
+    ready_file: Path | None = Field(
+        None, description="File the worker rewrites once a second with its table sizes, once started (MITIGATE_READY_FILE)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="MITIGATE_LOG_LEVEL.")
