@@ -1,0 +1,202 @@
+"""Follow the output topics, print each decision as it arrives, and summarise what they hold."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from mitigate.codec import AvroCodec
+from mitigate.errors import DecodeError, MitigateError
+from mitigate.kafka import client_config
+from mitigate.models import ActionCommand, DeadLetter, DecisionRecord, ReviewRequest
+from mitigate.topology import EXECUTORS, Topology
+
+
+@dataclass
+class Tally:
+    """Counts of what the output topics hold."""
+
+    anomalies: int = 0
+    decisions: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    commands: Counter[str] = field(default_factory=Counter)
+    reviews: int = 0
+    named_command_ids: set[str] = field(default_factory=set)
+    seen_command_ids: set[str] = field(default_factory=set)
+    undecodable: int = 0
+
+    @property
+    def accounted(self) -> int:
+        return sum(self.decisions.values()) + sum(self.dead_letters.values())
+
+    def complete(self) -> bool:
+        return self.anomalies > 0 and self.accounted >= self.anomalies and self.named_command_ids <= self.seen_command_ids
+
+
+def count_messages(consumer: Consumer, topic: str, timeout_s: float = 10.0) -> int:
+    metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        raise MitigateError(f"topic {topic} not found; run `mitigate topics create` first")
+    total = 0
+    for partition in metadata.partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+        total += high - low
+    return total
+
+
+class Follower:
+    """Reads decisions, dead letters, review requests and commands from the beginning."""
+
+    def __init__(self, bootstrap_servers: str, topology: Topology, codec: AvroCodec,
+                 on_line: Callable[[str], None] | None = None) -> None:
+        self.topology = topology
+        self.codec = codec
+        self.on_line = on_line or (lambda line: None)
+        self.tally = Tally()
+        self.consumer = Consumer(client_config(
+            bootstrap_servers,
+            **{"group.id": f"mitigate-report-{uuid.uuid4()}", "auto.offset.reset": "earliest",
+               "enable.auto.commit": False},
+        ))
+        self._handlers: dict[str, Callable[[bytes], None]] = {
+            topology.decisions: self._decision,
+            topology.dead_letters: self._dead_letter,
+            topology.review_requests: self._review,
+        }
+        for executor in EXECUTORS:
+            self._handlers[topology.actions(executor)] = self._command
+        self.consumer.subscribe(list(self._handlers))
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def run(self, *, timeout_s: float) -> bool:
+        """Consume until every anomaly is accounted for; return False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.tally.anomalies = count_messages(self.consumer, self.topology.anomalies)
+            batch = self.consumer.consume(500, timeout=0.5)
+            for message in batch:
+                if message.error() is not None:
+                    raise MitigateError(f"consuming failed: {message.error().str()}")
+                value = message.value()
+                if value is not None:
+                    self._handlers[message.topic()](value)
+            if self.tally.complete():
+                return True
+        return False
+
+    def _decode(self, value: bytes, name: str) -> dict[str, object] | None:
+        try:
+            return self.codec.decode(value, name).record
+        except DecodeError as exc:
+            self.tally.undecodable += 1
+            self.on_line(f"cannot decode a {name}: {exc}")
+            return None
+
+    def _decision(self, value: bytes) -> None:
+        record = self._decode(value, "DecisionRecord")
+        if record is None:
+            return
+        decision = DecisionRecord.model_validate(record)
+        self.tally.decisions[decision.outcome] += 1
+        self.tally.named_command_ids.update(decision.command_ids)
+        self.on_line(format_decision(decision))
+
+    def _dead_letter(self, value: bytes) -> None:
+        record = self._decode(value, "DeadLetter")
+        if record is None:
+            return
+        letter = DeadLetter.model_validate(record)
+        self.tally.dead_letters[letter.reason_code] += 1
+        self.on_line(
+            f"{letter.failed_at:%H:%M:%S} {'dead-letter':<11} "
+            f"{letter.source_topic}[{letter.source_partition}]@{letter.source_offset} "
+            f"reason={letter.reason_code}: {letter.reason}"
+        )
+
+    def _review(self, value: bytes) -> None:
+        if self._decode(value, "ReviewRequest") is not None:
+            self.tally.reviews += 1
+
+    def _command(self, value: bytes) -> None:
+        record = self._decode(value, "ActionCommand")
+        if record is None:
+            return
+        command = ActionCommand.model_validate(record)
+        self.tally.commands[command.executor] += 1
+        self.tally.seen_command_ids.add(command.command_id)
+
+
+def format_decision(decision: DecisionRecord) -> str:
+    policy = f"{decision.policy_id} v{decision.policy_version}" if decision.policy_id else "no policy"
+    head = (
+        f"{decision.decided_at:%H:%M:%S} {decision.outcome:<11} {decision.entity} {decision.anomaly_type} "
+        f"{decision.severity} {decision.signal_status} confidence={decision.confidence:.2f} [{policy}]"
+    )
+    return f"{head}\n{'':9}{decision.reason_code}: {decision.reason}"
+
+
+def _breakdown(counter: Counter[str]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(counter.items())) or "none"
+
+
+def print_summary(tally: Tally, out: TextIO) -> bool:
+    """Print the summary; return True when the topics are consistent."""
+    decisions = sum(tally.decisions.values())
+    dead_letters = sum(tally.dead_letters.values())
+    commands = sum(tally.commands.values())
+    all_accounted = tally.accounted == tally.anomalies
+    commands_consistent = tally.named_command_ids == tally.seen_command_ids
+    reviews_consistent = tally.reviews == tally.decisions.get("review", 0)
+    lines = [
+        "",
+        "Summary (counted from the output topics)",
+        f"  anomalies read    {tally.anomalies:>6}",
+        f"  decisions         {decisions:>6}  ({_breakdown(tally.decisions)})",
+        f"  dead letters      {dead_letters:>6}  ({_breakdown(tally.dead_letters)})",
+        f"  commands          {commands:>6}  ({_breakdown(tally.commands)})",
+        f"  review requests   {tally.reviews:>6}",
+        f"  check: each anomaly has one decision or dead letter: {_verdict(all_accounted)} "
+        f"({tally.anomalies} = {decisions} + {dead_letters})",
+        f"  check: commands named by decisions are on the action topics: {_verdict(commands_consistent)} "
+        f"({len(tally.named_command_ids)} named, {len(tally.seen_command_ids)} found)",
+        f"  check: one review request per review decision: {_verdict(reviews_consistent)} "
+        f"({tally.decisions.get('review', 0)} decisions, {tally.reviews} requests)",
+    ]
+    if tally.undecodable:
+        lines.append(f"  undecodable output messages: {tally.undecodable}")
+    out.write("\n".join(lines) + "\n")
+    return all_accounted and commands_consistent and reviews_consistent and not tally.undecodable
+
+
+def _verdict(ok: bool) -> str:
+    return "ok" if ok else "MISMATCH"
+
+
+def follow(bootstrap_servers: str, topology: Topology, codec: AvroCodec, out: TextIO, *, timeout_s: float) -> bool:
+    """Print decisions as they arrive until every anomaly is accounted for, then the summary."""
+    def emit(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
+    follower = Follower(bootstrap_servers, topology, codec, emit)
+    try:
+        finished = follower.run(timeout_s=timeout_s)
+    except KafkaException as exc:
+        raise MitigateError(f"following the output topics failed: {exc}") from exc
+    finally:
+        follower.close()
+    if not finished:
+        out.write(
+            f"timed out after {timeout_s:.0f} s with {follower.tally.accounted} of "
+            f"{follower.tally.anomalies} anomalies accounted for; is the worker running?\n"
+        )
+    consistent = print_summary(follower.tally, out)
+    return finished and consistent
