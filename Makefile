@@ -1,0 +1,37 @@
+# Two entry points: `make run` (the sample end to end) and `make test`.
+# Both create the virtual environment on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install kafka-start kafka-stop typecheck clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start a local broker, run the sample through the pipeline, print the decisions and a summary, stop.
+run: $(STAMP)
+	BIN=$(BIN) scripts/run-sample.sh
+
+## Run the test suite; the tests start their own broker unless MITIGATE_TEST_BOOTSTRAP_SERVERS is set.
+test: $(STAMP)
+	$(BIN)/pytest
+
+kafka-start:
+	scripts/kafka.sh start
+
+kafka-stop:
+	scripts/kafka.sh stop
+
+typecheck: $(STAMP)
+	$(BIN)/mypy mitigate
+
+clean:
+	rm -rf .run $(VENV)
