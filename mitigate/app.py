@@ -43,7 +43,7 @@ def broker_urls(bootstrap_servers: str) -> list[str]:
 
 def create_worker(settings: WorkerSettings) -> Worker:
     topology = settings.topology()
-    repository = SchemaRepository(Path(os.environ["MITIGATE_SCHEMA_DIR"]) if "MITIGATE_SCHEMA_DIR" in os.environ else None)
+    repository = SchemaRepository()
     registry = create_registry_client(settings.schema_registry_url) if settings.schema_registry_url else None
     codec = AvroCodec(repository, registry)
 
@@ -91,7 +91,7 @@ def _report_readiness(worker: Worker, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
 
-    @worker.app.timer(READY_INTERVAL_S, name="ready-file")
+    @worker.app.timer(READY_INTERVAL_S, name="ready-file")  # type: ignore[untyped-decorator]
     async def write_ready_file() -> None:
         state = {
             "pid": os.getpid(),

@@ -60,11 +60,12 @@ def _drain(consumer: Consumer, pending: set[int], timeout_s: float) -> Iterator[
                 raise MitigateError(f"timed out reading partitions {sorted(pending)} to their end")
             continue
         idle_polls = 0
-        if message.error() is not None:
-            if message.error().code() == KafkaError._PARTITION_EOF:
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
                 pending.discard(message.partition())
                 continue
-            raise MitigateError(f"consuming failed: {message.error().str()}")
+            raise MitigateError(f"consuming failed: {error.str()}")
         yield message.key(), message.value()
 
 

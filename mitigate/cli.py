@@ -12,7 +12,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mitigate import __version__
+from mitigate.codec import AvroCodec, create_registry_client
 from mitigate.errors import MitigateError
+from mitigate.schemas import SchemaRepository
+from mitigate.settings import KafkaSettings
 
 logger = logging.getLogger("mitigate")
 
@@ -89,17 +92,13 @@ def _time_zone(text: str) -> ZoneInfo:
         raise argparse.ArgumentTypeError(f"unknown time zone {text!r}; use an IANA name such as UTC or Europe/Berlin") from None
 
 
-def _kafka_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from mitigate.settings import KafkaSettings
+def _kafka_settings(args: argparse.Namespace) -> KafkaSettings:
 
     overrides = {"bootstrap_servers": args.bootstrap_servers} if args.bootstrap_servers else {}
     return KafkaSettings(**overrides)
 
 
-def _codec(settings):  # type: ignore[no-untyped-def]
-    from mitigate.codec import AvroCodec, create_registry_client
-    from mitigate.schemas import SchemaRepository
-
+def _codec(settings: KafkaSettings) -> AvroCodec:
     registry = create_registry_client(settings.schema_registry_url) if settings.schema_registry_url else None
     return AvroCodec(SchemaRepository(), registry)
 
@@ -328,7 +327,8 @@ def run_sample_edge_cases(args: argparse.Namespace) -> int:
             "fingerprint": "edge-router-07-error-rate", "labels": {"metric": "http_5xx_ratio"},
         }
         fields.update(changes)
-        return codec.encode("AnomalyEvent", AnomalyEvent.model_validate(fields).to_avro())
+        encoded: bytes = codec.encode("AnomalyEvent", AnomalyEvent.model_validate(fields).to_avro())
+        return encoded
 
     samples = [
         ("plain JSON on the Avro topic", b'{"entity": "edge-router-07", "severity": "high"}'),

@@ -77,7 +77,7 @@ def detect(
 
 
 def _rises(score: float, reported: str) -> bool:
-    return SEVERITIES.index(severity_for(score)) > SEVERITIES.index(reported)  # type: ignore[arg-type]
+    return SEVERITIES.index(severity_for(score)) > SEVERITIES.index(reported)
 
 
 def _event(

@@ -36,7 +36,7 @@ class Match(Strict):
 
     anomaly_types: list[str] = Field(default_factory=lambda: [WILDCARD], min_length=1)
     subsystems: list[str] = Field(default_factory=lambda: [WILDCARD], min_length=1)
-    severities: list[Severity] = Field(default_factory=lambda: list(SEVERITIES), min_length=1)
+    severities: list[Severity] = Field(default_factory=lambda: list[Severity](SEVERITIES), min_length=1)
     labels: dict[str, str] = Field(default_factory=dict)
 
     def covers(self, signal: AnomalyEvent) -> bool:
@@ -84,7 +84,7 @@ class Gates(Strict):
     """Conditions that must all hold before the plan runs without a human."""
 
     min_confidence: float = Field(0.9, ge=0.0, le=1.0)
-    require_approval_for: list[Severity] = Field(default_factory=lambda: ["critical"])
+    require_approval_for: list[Severity] = Field(default_factory=lambda: list[Severity](["critical"]))
     environments: list[str] = Field(default_factory=lambda: [WILDCARD], min_length=1)
     require_known_asset: bool = True
     respect_change_freeze: bool = True
@@ -147,8 +147,8 @@ class PolicyDocument(Strict):
     id: Identifier
     description: str = ""
     mode: Literal["enforce", "shadow"] = "enforce"
-    match: Match = Field(default_factory=Match)
-    gates: Gates = Field(default_factory=Gates)
+    match: Match = Field(default_factory=lambda: Match())
+    gates: Gates = Field(default_factory=lambda: Gates())
     review_timeout_s: float = Field(1800.0, gt=0, le=7 * 86400)
     plan: list[Step] = Field(min_length=1)
 
@@ -184,7 +184,9 @@ def parse_policy(data: Any, source: str) -> PolicyDocument:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "(document)"
         message = first["msg"]
-        if first["type"] == "extra_forbidden":
+        if first["type"] == "value_error":
+            message = str(first["ctx"]["error"])  # without pydantic's "Value error, " prefix
+        elif first["type"] == "extra_forbidden":
             message = f"unknown field; the fields of this section are listed in docs/policies.md ({message})"
         elif first["type"] == "missing":
             message = "required field is missing"

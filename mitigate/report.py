@@ -83,11 +83,13 @@ class Follower:
             self.tally.anomalies = count_messages(self.consumer, self.topology.anomalies)
             batch = self.consumer.consume(500, timeout=0.5)
             for message in batch:
-                if message.error() is not None:
-                    raise MitigateError(f"consuming failed: {message.error().str()}")
+                error = message.error()
+                if error is not None:
+                    raise MitigateError(f"consuming failed: {error.str()}")
                 value = message.value()
-                if value is not None:
-                    self._handlers[message.topic()](value)
+                topic = message.topic()
+                if value is not None and topic is not None:
+                    self._handlers[topic](value)
             if self.tally.complete():
                 return True
         return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,10 @@ class SchemaVersion:
 
 
 def default_schema_dir() -> Path:
-    """Locate schemas/: beside the package in a source tree, else in the installed data files."""
+    """Locate schemas/: MITIGATE_SCHEMA_DIR, else beside the package in a source tree, else the installed copy."""
+    configured = os.environ.get("MITIGATE_SCHEMA_DIR")
+    if configured:
+        return Path(configured)
     candidates = [
         Path(__file__).resolve().parent.parent / "schemas",
         Path(sys.prefix) / "share" / "mitigate" / "schemas",

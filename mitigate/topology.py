@@ -33,7 +33,7 @@ class TopicSpec:
     extra_config: dict[str, str] = field(default_factory=dict)
 
     def config(self) -> dict[str, str]:
-        settings = {"cleanup.policy": self.cleanup_policy}
+        settings: dict[str, str] = {"cleanup.policy": self.cleanup_policy}
         if self.retention_ms is not None:
             settings["retention.ms"] = str(self.retention_ms)
         settings.update(self.extra_config)

@@ -53,7 +53,7 @@ class AnomalyAgent:
             self._topics[name] = topic
         return topic
 
-    async def _run(self, stream: faust.StreamT) -> None:
+    async def _run(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             outcome = self.pipeline.process(source_message(event.message))
             await self._send(outcome)

@@ -23,7 +23,7 @@ from mitigate.policy import ActivePolicy, PolicyIndex, policy_from_json
 logger = logging.getLogger(__name__)
 
 
-class RawGlobalTable(GlobalTable):  # type: ignore[misc]
+class RawGlobalTable(GlobalTable):
     """A GlobalTable that stores keys and values as the bytes it is given.
 
     Faust derives a table's serializers from its key and value types and falls
@@ -52,7 +52,8 @@ def _global_table(app: faust.App, name: str, partitions: int, on_change: Callabl
         on_recover=changed,
         help=f"{name} fed from a compacted topic",
     )
-    return app.tables.add(table)  # type: ignore[no-any-return]
+    app.tables.add(table)
+    return table
 
 
 class PolicyTable:
@@ -94,7 +95,7 @@ class PolicyTable:
             logger.error("policy key=%r cannot be decoded and is ignored: %s", key, exc)
             return None
 
-    async def _feed(self, stream: faust.StreamT) -> None:
+    async def _feed(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             key = event.message.key
             if key is None:
@@ -129,7 +130,7 @@ class AssetTable:
     def count(self) -> int:
         return sum(1 for _ in self.table.keys())
 
-    async def _feed(self, stream: faust.StreamT) -> None:
+    async def _feed(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             key = event.message.key
             if key is None:
