@@ -34,6 +34,10 @@ class Deployment:
     codec: AvroCodec
     process: subprocess.Popen[bytes]
     log_path: Path
+    env: dict[str, str]
+
+    def wait_until_ready(self) -> None:
+        _wait_until_ready(self.process, Path(self.env["MITIGATE_READY_FILE"]), self.log_path)
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None = b"entity",
                 headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -185,13 +189,15 @@ def deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "mitigate.cli", "worker"], env=env, cwd=ROOT,
                                    stdout=log, stderr=subprocess.STDOUT)
+    deployment = Deployment(kafka_bootstrap, topology, AvroCodec(SchemaRepository()), process, log_path, env)
     try:
-        _wait_until_ready(process, folder / "worker.ready", log_path)
-        yield Deployment(kafka_bootstrap, topology, AvroCodec(SchemaRepository()), process, log_path)
+        deployment.wait_until_ready()
+        yield deployment
     finally:
-        process.terminate()
+        # deployment.process, not process: a test may have restarted the worker.
+        deployment.process.terminate()
         try:
-            process.wait(timeout=30)
+            deployment.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            deployment.process.kill()
+            deployment.process.wait()

@@ -45,9 +45,9 @@ def send_event(deployment: Deployment, record: dict[str, Any], trace_id: str | N
     deployment.produce(deployment.topology.anomalies, value, key=record["entity"].encode(), headers=headers)
 
 
-def decision_for(deployment: Deployment, event_id: str) -> dict[str, Any]:
+def decision_for(deployment: Deployment, event_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
     return deployment.wait_for(deployment.topology.decisions, "DecisionRecord",
-                               lambda record: record["event_id"] == event_id)
+                               lambda record: record["event_id"] == event_id, timeout_s)
 
 
 def dead_letter_for(deployment: Deployment, value: bytes) -> dict[str, Any]:
