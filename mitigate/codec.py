@@ -7,7 +7,7 @@
 - Confluent Schema Registry framing: magic byte 0, a 4-byte big-endian schema
   id, then the Avro binary body. Needs a registry client.
 
-The format is told apart by the first bytes of each message.
+The first bytes of each message identify its format.
 """
 
 from __future__ import annotations
@@ -158,9 +158,9 @@ class AvroCodec:
         return parsed, writer_id, CONFLUENT_HEADER_SIZE
 
     def _fetch_registry_schema(self, schema_id: int, writer_id: str) -> Any:
-        # NOTE: the registry client is synchronous, so the first message of each
-        # unseen schema id blocks the event loop for one HTTP round trip; later
-        # messages hit the cache.
+        # NOTE: the registry client is synchronous. The first message of each
+        # unseen schema id blocks the event loop for one HTTP round trip, and
+        # later messages hit the cache.
         try:
             schema = self.registry.get_schema(schema_id)  # type: ignore[union-attr]
         except SchemaRegistryError as exc:

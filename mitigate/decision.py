@@ -2,8 +2,8 @@
 
 Outcomes: auto (send the plan's commands), review (a human decides), shadow
 (record what would have been sent, send nothing) and suppress (no action is
-needed). Anything no policy covers goes to review: the pipeline never acts
-without a policy that says so.
+needed). Anything no policy covers goes to review, because the pipeline acts
+only where a policy allows it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from mitigate.policy import WILDCARD, ActivePolicy, Gates, PolicyIndex, Step
 
 # Weights of the risk score, in [0, 1]: risk = severity weight x criticality weight.
 # An entity missing from the assets table counts as critical, because nothing
-# says it is safe to touch.
+# shows that it is safe to touch.
 SEVERITY_WEIGHT = {"low": 0.25, "medium": 0.5, "high": 0.75, "critical": 1.0}
 CRITICALITY_WEIGHT = {"low": 0.25, "medium": 0.5, "high": 0.75, "critical": 1.0}
 
@@ -52,7 +52,7 @@ def risk_score(signal: AnomalyEvent, asset: AssetContext | None) -> float:
 
 
 def evaluate_gates(gates: Gates, signal: AnomalyEvent, asset: AssetContext | None) -> list[GateResult]:
-    """Every gate of the policy with its observed value and its threshold."""
+    """Evaluate every gate of the policy, with its observed value and its threshold."""
     results = [
         GateResult(
             name="min-confidence",
@@ -167,9 +167,9 @@ class Decider:
         reason = f"all {len(gates)} gates passed; sent {len(commands)} commands: {summary}"
         waiting = [step.id for step in policy.document.plan if step.depends_on]
         if waiting:
-            # TODO: steps with dependencies need the orchestrate stage, which sends
-            # them when the results of the steps they depend on arrive; until it
-            # exists they are listed here and not sent.
+            # TODO: steps with dependencies wait for the orchestrate stage, which
+            # sends them once the steps they depend on report results. Until that
+            # stage exists they are listed here and never sent.
             reason += f"; steps waiting for results: {', '.join(waiting)}"
         record = self._record(enriched, decision_id, now, "auto", "policy-matched", reason, risk, policy, gates,
                               command_ids=[command.command_id for command in commands])

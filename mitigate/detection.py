@@ -23,7 +23,7 @@ EventTime = Literal["replay", "original"]
 
 @dataclass(frozen=True, slots=True)
 class SeriesSource:
-    """What the series measures: the entity and subsystem events are about, and the metric name."""
+    """Origin of a series: the entity and subsystem its events concern, and the metric name."""
 
     entity: str
     subsystem: str
@@ -45,9 +45,9 @@ def detect(
 ) -> Iterator[AnomalyEvent]:
     """Yield AnomalyEvents for what the detector flags in `readings`.
 
-    An episode yields a firing event when it starts, another firing event each
-    time its severity rises (as an alerting rule re-notifies on escalation), and
-    a resolved event when it ends; all carry the same fingerprint.
+    An episode yields a firing event when it starts and a resolved event when it
+    ends. Like an alerting rule that notifies again on escalation, it also yields
+    a firing event each time its severity rises. All carry the same fingerprint.
 
     With event_time="replay" each event is stamped with the current time, as a
     live detector would stamp it, and the reading's own time is kept in the

@@ -61,7 +61,7 @@ def flush_or_raise(producer: Producer, timeout_s: float = 30.0) -> None:
 
 @dataclass(frozen=True, slots=True)
 class TopicReport:
-    """What ensure_topics did with one topic."""
+    """Result of ensure_topics for one topic."""
 
     name: str
     action: str  # created, exists, or mismatch

@@ -1,6 +1,6 @@
 """The stages of one anomaly event, composed as plain functions.
 
-The Faust agent only moves bytes; everything between the consumed message and
+The Faust agent only moves bytes. Everything between the consumed message and
 the messages to produce happens here, so it can be tested without a broker.
 """
 

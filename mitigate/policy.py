@@ -1,7 +1,7 @@
 """Policy documents: the file format, its validation, and matching signals to policies.
 
-A policy says which signals it covers (match), what must hold before it may act
-without a human (gates), and what to do (plan). The format is documented in
+A policy names the signals it covers (match), the conditions that must hold
+before it acts without a human (gates), and the commands to send (plan). The format is documented in
 docs/policies.md with a complete example.
 """
 
@@ -32,7 +32,7 @@ class Strict(BaseModel):
 
 
 class Match(Strict):
-    """Which signals a policy covers. Every list is OR within itself and AND across fields."""
+    """Signal selector of a policy: each list matches any of its entries, and every field must match."""
 
     anomaly_types: list[str] = Field(default_factory=lambda: [WILDCARD], min_length=1)
     subsystems: list[str] = Field(default_factory=lambda: [WILDCARD], min_length=1)

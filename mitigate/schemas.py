@@ -71,8 +71,8 @@ class SchemaRepository:
     """The current schema of every record type, plus older versions kept for reading.
 
     Files directly in the folder are the current versions. Files under `history/`
-    are earlier versions that writers may still use; they are only ever writer
-    schemas, resolved against the current version by Avro's resolution rules.
+    are earlier versions that writers may still use. They serve only as writer
+    schemas, which Avro's resolution rules map onto the current version.
     """
 
     def __init__(self, directory: Path | None = None) -> None:

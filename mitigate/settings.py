@@ -12,7 +12,7 @@ from mitigate.topology import Topology
 
 
 class KafkaSettings(BaseSettings):
-    """Where the cluster is and how this deployment names its topics."""
+    """Cluster address and topic naming of one deployment."""
 
     model_config = SettingsConfigDict(env_prefix="MITIGATE_", frozen=True, extra="forbid")
 

@@ -80,7 +80,7 @@ class Topology:
         return self.name(f"actions.{executor}")
 
     def specs(self) -> list[TopicSpec]:
-        """All topics, in the order topology.md lists them."""
+        """Return all topics, in the order topology.md lists them."""
         specs = [
             TopicSpec("anomalies", self.partitions, "delete", 7 * DAY_MS, "entity", "AnomalyEvent",
                       "Signals from detectors."),

@@ -18,7 +18,7 @@ TEST_KAFKA_PORT = int(os.environ.get("MITIGATE_TEST_KAFKA_PORT", "19092"))
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 
 
-def _docker_engine_answers() -> bool:
+def _docker_engine_responds() -> bool:
     try:
         import docker  # installed with testcontainers
     except ImportError:
@@ -42,7 +42,7 @@ def kafka_bootstrap() -> Iterator[str]:
     """A real Apache Kafka broker.
 
     In order of preference: the broker named by MITIGATE_TEST_BOOTSTRAP_SERVERS;
-    a testcontainers broker where a Docker engine answers; the project's own
+    a testcontainers broker where a Docker engine responds; the project's own
     local broker (scripts/kafka.sh), started here on a fresh data folder and
     stopped at the end of the session.
     """
@@ -51,7 +51,7 @@ def kafka_bootstrap() -> Iterator[str]:
         yield given
         return
 
-    if _docker_engine_answers():
+    if _docker_engine_responds():
         from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
