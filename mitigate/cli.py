@@ -88,7 +88,7 @@ def _positive_int(text: str) -> int:
 def _time_zone(text: str) -> ZoneInfo:
     try:
         return ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a zone folder such as America
         raise argparse.ArgumentTypeError(f"unknown time zone {text!r}; use an IANA name such as UTC or Europe/Berlin") from None
 
 

@@ -18,17 +18,14 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
+from fastavro.schema import SchemaParseException
 
 from mitigate.errors import DecodeError, EncodeError
 from mitigate.schemas import SchemaRepository, SchemaVersion
-
-try:  # the registry client is optional at run time: only needed with a registry URL
-    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-    from confluent_kafka.schema_registry.error import SchemaRegistryError
-except ImportError:  # pragma: no cover - confluent-kafka is a declared dependency
-    SchemaRegistryClient = None  # type: ignore[assignment,misc]
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 SINGLE_OBJECT_HEADER_SIZE = 10
@@ -168,7 +165,7 @@ class AvroCodec:
             raise DecodeError(code, f"schema id {schema_id} lookup failed: {exc}", writer_schema=writer_id) from exc
         try:
             parsed = parse_schema(json.loads(schema.schema_str), named_schemas={})
-        except ValueError as exc:
+        except (ValueError, SchemaParseException) as exc:
             raise DecodeError("unknown-schema", f"schema id {schema_id} is not valid Avro: {exc}") from exc
         self._registry_schemas[schema_id] = parsed
         return parsed
@@ -183,7 +180,8 @@ class AvroCodec:
         except SchemaResolutionError as exc:
             raise DecodeError(
                 "schema-mismatch",
-                f"writer schema {writer_id} cannot be read as {reader.name} {reader.identifier}: {exc}",
+                f"writer schema {writer_id} cannot be read as {reader.name} {reader.identifier}: "
+                f"{_shorten(str(exc))}",
                 writer_schema=writer_id,
             ) from exc
         except _BODY_ERRORS as exc:
@@ -206,6 +204,9 @@ class AvroCodec:
 
 def create_registry_client(url: str) -> Any:
     """Create a Schema Registry client; a mock:// URL gives confluent-kafka's in-memory registry."""
-    if SchemaRegistryClient is None:  # pragma: no cover
-        raise EncodeError("confluent-kafka is not installed")
     return SchemaRegistryClient.new_client({"url": url})
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    # fastavro's resolution errors embed both schemas, several kilobytes of JSON.
+    return text if len(text) <= limit else text[:limit] + "..."

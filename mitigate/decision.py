@@ -57,8 +57,9 @@ def evaluate_gates(gates: Gates, signal: AnomalyEvent, asset: AssetContext | Non
         GateResult(
             name="min-confidence",
             passed=signal.confidence >= gates.min_confidence,
-            value=f"{signal.confidence:.3f}",
-            threshold=f">= {gates.min_confidence:.3f}",
+            # repr, not a rounded format: 0.8496 must not read as 0.850 against 0.85.
+            value=repr(signal.confidence),
+            threshold=f">= {gates.min_confidence!r}",
         ),
         GateResult(
             name="approval-severity",
@@ -152,17 +153,23 @@ class Decider:
 
         gates = evaluate_gates(policy.document.gates, signal, enriched.asset)
         failed = [gate for gate in gates if not gate.passed]
-        if failed:
-            reason = "gates failed: " + "; ".join(f"{gate.name} {gate.value} (needs {gate.threshold})" for gate in failed)
-            return self._to_review(enriched, decision_id, now, "gate-failed", reason, risk, policy, gates, steps)
-
+        gate_failures = "gates failed: " + "; ".join(
+            f"{gate.name} {gate.value} (needs {gate.threshold})" for gate in failed
+        )
         commands = self._commands(enriched, decision_id, policy, now)
         summary = ", ".join(f"{command.executor}/{command.action}" for command in commands)
+
         if policy.document.mode == "shadow":
+            # A shadow policy creates no work for anyone, reviewers included.
+            would = f"would ask for review, {gate_failures}" if failed else (
+                f"would send {len(commands)} commands: {summary}"
+            )
             record = self._record(enriched, decision_id, now, "shadow", "shadow-mode",
-                                  f"policy in shadow mode; would send {len(commands)} commands: {summary}",
-                                  risk, policy, gates)
+                                  f"policy in shadow mode; {would}", risk, policy, gates)
             return Decision(record)
+
+        if failed:
+            return self._to_review(enriched, decision_id, now, "gate-failed", gate_failures, risk, policy, gates, steps)
 
         reason = f"all {len(gates)} gates passed; sent {len(commands)} commands: {summary}"
         waiting = [step.id for step in policy.document.plan if step.depends_on]

@@ -55,7 +55,7 @@ def detect(
     """
     anomaly_type = "spike"
     reported = "low"
-    episode_start = None
+    episode_start: datetime | None = None
     for reading in readings:
         transition = detector.update(reading)
         if transition is not None:
@@ -72,8 +72,9 @@ def detect(
             continue
         status = transition.status if transition is not None else "firing"
         stamp = reading.timestamp if event_time == "original" else datetime.now(UTC)
-        assert episode_start is not None
-        yield _event(status, reading, score, peak, episode_start, source, anomaly_type, stamp, detector.threshold)
+        # A detector handed in while already firing has an episode start this loop never saw.
+        started = episode_start or reading.timestamp
+        yield _event(status, reading, score, peak, started, source, anomaly_type, stamp, detector.threshold)
 
 
 def _rises(score: float, reported: str) -> bool:

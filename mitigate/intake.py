@@ -163,7 +163,9 @@ def _describe_validation(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         field_name = ".".join(str(part) for part in error["loc"])
-        problems.append(f"{field_name}: {error['msg']} (got {error.get('input')!r})")
+        # Custom validators' messages without pydantic's "Value error, " prefix.
+        message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+        problems.append(f"{field_name}: {message} (got {error.get('input')!r})")
     return "; ".join(problems)
 
 

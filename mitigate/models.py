@@ -24,7 +24,7 @@ NonEmpty = Annotated[str, Field(min_length=1, max_length=1024)]
 
 def _finite(value: float) -> float:
     if not math.isfinite(value):
-        raise ValueError(f"must be a finite number, got {value}")
+        raise ValueError("must be a finite number")
     return value
 
 

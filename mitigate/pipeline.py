@@ -34,7 +34,7 @@ class Outgoing:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Processed:
     """Everything one input produced: a decision or a dead letter, and the messages to send."""
 
     messages: tuple[Outgoing, ...]
@@ -66,7 +66,7 @@ class Pipeline:
         self.clock = clock
         self.pipeline_version = pipeline_version
 
-    def process(self, message: SourceMessage) -> Outcome:
+    def process(self, message: SourceMessage) -> Processed:
         now = self.clock()
         try:
             accepted = self.intake.accept(message.value, now)
@@ -78,9 +78,9 @@ class Pipeline:
             message, accepted, self.assets(event.entity), ingest_time=now, pipeline_version=self.pipeline_version
         )
         decision = self.decider.decide(enriched, self.policies(), now)
-        return Outcome(self._encode(decision, event.entity, enriched.trace_id), decision=decision)
+        return Processed(self._encode(decision, event.entity, enriched.trace_id), decision=decision)
 
-    def _reject(self, message: SourceMessage, rejection: IntakeRejected, now: datetime) -> Outcome:
+    def _reject(self, message: SourceMessage, rejection: IntakeRejected, now: datetime) -> Processed:
         trace_id = trace_id_for(message, None)
         logger.warning(
             "dead letter reason=%s source=%s trace_id=%s: %s",
@@ -88,7 +88,7 @@ class Pipeline:
         )
         letter = dead_letter(message, rejection, now=now, pipeline_version=self.pipeline_version, trace_id=trace_id)
         outgoing = self._message(self.topology.dead_letters, message.key, letter, trace_id)
-        return Outcome((outgoing,), rejection=rejection)
+        return Processed((outgoing,), rejection=rejection)
 
     def _encode(self, decision: Decision, entity: str, trace_id: str) -> tuple[Outgoing, ...]:
         key = entity.encode()

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mitigate.errors import PolicyError
 from mitigate.models import SEVERITIES, AnomalyEvent, Severity
@@ -121,7 +121,7 @@ class Step(Strict):
     def _known_placeholders(cls, value: str) -> str:
         try:
             value.format_map(_PLACEHOLDER_CHECK)
-        except (KeyError, ValueError, IndexError) as exc:
+        except (KeyError, ValueError, IndexError, AttributeError) as exc:
             raise ValueError(
                 f"invalid target template {value!r}; placeholders allowed: "
                 f"{', '.join('{' + name + '}' for name in TARGET_PLACEHOLDERS)}"
@@ -152,20 +152,21 @@ class PolicyDocument(Strict):
     review_timeout_s: float = Field(1800.0, gt=0, le=7 * 86400)
     plan: list[Step] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _plan_is_a_dag(self) -> PolicyDocument:
+    @field_validator("plan")
+    @classmethod
+    def _plan_is_a_dag(cls, plan: list[Step]) -> list[Step]:
         seen: set[str] = set()
-        for step in self.plan:
+        for step in plan:
             if step.id in seen:
-                raise ValueError(f"plan: step id {step.id!r} appears twice; give each step its own id")
+                raise ValueError(f"step id {step.id!r} appears twice; give each step its own id")
             for dependency in step.depends_on:
                 if dependency not in seen:
                     raise ValueError(
-                        f"plan: step {step.id!r} depends on {dependency!r}, which is not an earlier step; "
+                        f"step {step.id!r} depends on {dependency!r}, which is not an earlier step; "
                         "list steps after the steps they depend on"
                     )
             seen.add(step.id)
-        return self
+        return plan
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastavro import parse_schema
-from fastavro.schema import fingerprint, to_parsing_canonical_form
+from fastavro.schema import SchemaParseException, fingerprint, to_parsing_canonical_form
 
 from mitigate.errors import SchemaError
 
@@ -54,7 +54,7 @@ def load_schema_file(path: Path) -> SchemaVersion:
     try:
         definition = json.loads(path.read_text(encoding="utf-8"))
         parsed = parse_schema(definition, named_schemas={})
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SchemaParseException) as exc:
         raise SchemaError(f"{path}: invalid Avro schema: {exc}") from exc
     canonical = to_parsing_canonical_form(parsed)
     return SchemaVersion(

@@ -10,7 +10,7 @@ from typing import Any
 import faust
 
 from mitigate.intake import SourceMessage
-from mitigate.pipeline import Outcome, Pipeline
+from mitigate.pipeline import Processed, Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class AnomalyAgent:
             await self._send(outcome)
             self.processed += 1
 
-    async def _send(self, outcome: Outcome) -> None:
+    async def _send(self, outcome: Processed) -> None:
         for message in outcome.messages:
             await self._topic(message.topic).send(key=message.key, value=message.value, headers=list(message.headers))
         if outcome.decision is not None:

@@ -57,7 +57,13 @@ def _global_table(app: faust.App, name: str, partitions: int, on_change: Callabl
 
 
 class PolicyTable:
-    """The policies in force, as a table of PolicyVersion bytes and a decoded index."""
+    """The policies in force, as a table of PolicyVersion bytes and a decoded index.
+
+    NOTE: on the first start of a new application id, the anomaly agent may
+    process events before the feed agent has read the policies topic; such events
+    get the no-policy default (review). A restarted worker recovers the table
+    before any agent runs, so only a fresh deployment with a backlog is affected.
+    """
 
     def __init__(self, app: faust.App, topic: faust.TopicT, partitions: int, codec: AvroCodec) -> None:
         self.codec = codec
