@@ -91,7 +91,7 @@ def test_low_confidence_goes_to_review(deployment: Deployment) -> None:
     decision = decision_for(deployment, event["event_id"])
     assert decision["outcome"] == "review"
     assert decision["reason_code"] == "gate-failed"
-    assert "min-confidence 0.550 (needs >= 0.800)" in decision["reason"]
+    assert "min-confidence 0.55 (needs >= 0.8)" in decision["reason"]
     assert decision["command_ids"] == []
 
     review = deployment.wait_for(deployment.topology.review_requests, "ReviewRequest",
