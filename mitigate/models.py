@@ -8,6 +8,7 @@ verifies, so that `model_dump()` is a valid Avro record.
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
@@ -87,6 +88,17 @@ class DeadLetter(AvroModel):
     pipeline_version: NonEmpty
 
 
+class MaintenanceWindow(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: AwareDatetime
+    end: AwareDatetime
+    reason: str = ""
+
+    def covers(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
+
+
 class AssetContext(AvroModel):
     schema_name: ClassVar[str] = "AssetContext"
 
@@ -96,8 +108,12 @@ class AssetContext(AvroModel):
     criticality: Criticality
     environment: NonEmpty
     change_freeze: bool = False
+    maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
     updated_at: AwareDatetime
+
+    def maintenance_at(self, moment: datetime) -> MaintenanceWindow | None:
+        return next((window for window in self.maintenance_windows if window.covers(moment)), None)
 
 
 class PolicyVersion(AvroModel):
@@ -154,6 +170,7 @@ class DecisionRecord(AvroModel):
     decided_at: AwareDatetime
     event_id: NonEmpty
     trace_id: NonEmpty
+    incident_id: str | None = None
     fingerprint: NonEmpty
     entity: NonEmpty
     subsystem: NonEmpty
@@ -173,6 +190,9 @@ class DecisionRecord(AvroModel):
     review_id: str | None = None
     lineage: Lineage
     asset: AssetSnapshot | None = None
+    incident_signals: int = 1
+    cancelled_steps: list[str] = Field(default_factory=list)
+    silence_id: str | None = None
 
 
 class ActionCommand(AvroModel):
@@ -182,6 +202,7 @@ class ActionCommand(AvroModel):
     idempotency_key: NonEmpty
     decision_id: NonEmpty
     event_id: NonEmpty
+    incident_id: str | None = None
     trace_id: NonEmpty
     issued_at: AwareDatetime
     deadline: AwareDatetime
@@ -216,6 +237,7 @@ class ReviewRequest(AvroModel):
     trace_id: NonEmpty
     created_at: AwareDatetime
     deadline: AwareDatetime
+    incident_id: str | None = None
     entity: NonEmpty
     subsystem: NonEmpty
     anomaly_type: NonEmpty
@@ -229,9 +251,62 @@ class ReviewRequest(AvroModel):
     policy_version: int | None = None
     gates: list[GateResult] = Field(default_factory=list)
     recommended_plan: list[PlanStep] = Field(default_factory=list)
+    signal_count: int = 1
+    first_seen: AwareDatetime | None = None
+    last_seen: AwareDatetime | None = None
+
+
+class Signal(AvroModel):
+    """An accepted, enriched event between the intake and the correlation agent."""
+
+    schema_name: ClassVar[str] = "Signal"
+
+    event: AnomalyEvent
+    trace_id: NonEmpty
+    lineage: Lineage
+    asset: AssetContext | None = None
+
+
+ResultStatus = Literal["succeeded", "failed", "rejected", "skipped", "timed_out"]
+
+
+class ActionResult(AvroModel):
+    schema_name: ClassVar[str] = "ActionResult"
+
+    command_id: NonEmpty
+    idempotency_key: NonEmpty
+    decision_id: NonEmpty
+    incident_id: str | None = None
+    trace_id: NonEmpty
+    executor: NonEmpty
+    step_id: NonEmpty
+    attempt: Annotated[int, Field(ge=1)] = 1
+    status: ResultStatus
+    reason: str = ""
+    finished_at: AwareDatetime
+    output: dict[str, str] = Field(default_factory=dict)
+
+
+class Silence(AvroModel):
+    schema_name: ClassVar[str] = "Silence"
+
+    silence_id: NonEmpty
+    matchers: dict[str, str]
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    author: NonEmpty
+    reason: NonEmpty
+    created_at: AwareDatetime
+    expired_by: str | None = None
+
+    def active_at(self, moment: datetime) -> bool:
+        return self.starts_at <= moment < self.ends_at
 
 
 RECORD_MODELS: tuple[type[AvroModel], ...] = (
+    ActionResult,
+    Signal,
+    Silence,
     AnomalyEvent,
     DeadLetter,
     AssetContext,
