@@ -11,12 +11,14 @@ from pathlib import Path
 import faust
 import orjson
 
-from mitigate.agents.anomalies import AnomalyAgent
-from mitigate.agents.reference import AssetTable, PolicyTable
+from mitigate.agents.anomalies import AnomalyAgent, ResultAgent, Sender, SignalAgent
+from mitigate.agents.reference import AssetTable, PolicyTable, SilenceTable, shared_table, state_table
+from mitigate.automation import AutomationSettings
 from mitigate.codec import AvroCodec, create_registry_client
+from mitigate.correlation import IncidentEngine
 from mitigate.decision import Decider
 from mitigate.intake import DetectorCatalog, Intake
-from mitigate.pipeline import Pipeline
+from mitigate.pipeline import DecisionStage, Pipeline
 from mitigate.schemas import SchemaRepository
 from mitigate.settings import WorkerSettings
 from mitigate.topology import DEAD_LETTER_MAX_BYTES
@@ -32,9 +34,12 @@ class Worker:
 
     app: faust.App
     pipeline: Pipeline
+    stage: DecisionStage
     policies: PolicyTable
     assets: AssetTable
+    silences: SilenceTable
     anomalies: AnomalyAgent
+    signals: SignalAgent
 
 
 def broker_urls(bootstrap_servers: str) -> list[str]:
@@ -43,41 +48,56 @@ def broker_urls(bootstrap_servers: str) -> list[str]:
 
 def create_worker(settings: WorkerSettings) -> Worker:
     topology = settings.topology()
-    repository = SchemaRepository()
     registry = create_registry_client(settings.schema_registry_url) if settings.schema_registry_url else None
-    codec = AvroCodec(repository, registry)
+    codec = AvroCodec(SchemaRepository(), registry)
+    automation = AutomationSettings.load(settings.automation_file)
+    partitions = settings.partitions
 
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.bootstrap_servers),
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(settings.data_dir),
-        topic_partitions=settings.partitions,
+        topic_partitions=partitions,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=DEAD_LETTER_MAX_BYTES + 64 * 1024,
         web_enabled=False,
         autodiscover=False,
     )
+    sender = Sender(app)
 
     policies = PolicyTable(app, _source(app, topology.policies, 1), 1, codec)
-    assets = AssetTable(app, _source(app, topology.assets, settings.partitions), settings.partitions, codec)
+    assets = AssetTable(app, _source(app, topology.assets, partitions), partitions, codec)
+    silences = SilenceTable(app, _source(app, topology.silences, 1), 1, codec)
+
     intake = Intake(
         codec,
         DetectorCatalog.load(settings.detectors_file),
         max_future_skew=timedelta(seconds=settings.max_future_skew_s),
         max_event_age=timedelta(seconds=settings.max_event_age_s),
     )
-    pipeline = Pipeline(
-        topology=topology,
-        codec=codec,
-        intake=intake,
+    pipeline = Pipeline(topology=topology, codec=codec, intake=intake, assets=assets.lookup)
+    anomalies = AnomalyAgent(app, _source(app, topology.anomalies, partitions), pipeline, sender)
+
+    engine = IncidentEngine(
+        settings=automation,
         decider=Decider(default_review_timeout=timedelta(seconds=settings.review_timeout_s)),
         policies=policies.index,
-        assets=assets.lookup,
+        silences=silences.silences,
+        incidents=state_table(app, "incident-table", partitions),
+        fingerprints=state_table(app, "fingerprint-table", partitions),
+        budgets=state_table(app, "budget-table", partitions),
+        runs=state_table(app, "run-table", partitions),
     )
-    anomalies = AnomalyAgent(app, _source(app, topology.anomalies, settings.partitions), pipeline)
-    worker = Worker(app, pipeline, policies, assets, anomalies)
+    stage = DecisionStage(topology=topology, codec=codec, engine=engine)
+    breaker_store = shared_table(app, "breaker-table", partitions)
+    signals = SignalAgent(app, _source(app, topology.signals, partitions), stage, sender,
+                          automation.circuit_breaker, breaker_store)
+    ResultAgent(app, _source(app, topology.action_results, partitions), codec,
+                automation.circuit_breaker, breaker_store)
+
+    worker = Worker(app, pipeline, stage, policies, assets, silences, anomalies, signals)
     if settings.ready_file is not None:
         _report_readiness(worker, settings.ready_file)
     return worker
@@ -97,7 +117,9 @@ def _report_readiness(worker: Worker, path: Path) -> None:
             "pid": os.getpid(),
             "policies": len(worker.policies.index()),
             "assets": worker.assets.count(),
+            "silences": len(worker.silences.silences()),
             "processed": worker.anomalies.processed,
+            "decided": worker.signals.decided,
         }
         temporary = path.with_suffix(".tmp")
         temporary.write_bytes(orjson.dumps(state))

@@ -8,11 +8,13 @@ only where a policy allows it.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
-from mitigate.enrichment import Enriched
+from mitigate.enrichment import asset_snapshot
 from mitigate.models import (
     ActionCommand,
     AnomalyEvent,
@@ -22,6 +24,7 @@ from mitigate.models import (
     Outcome,
     PlanStep,
     ReviewRequest,
+    Signal,
 )
 from mitigate.policy import WILDCARD, ActivePolicy, Gates, PolicyIndex, Step
 
@@ -41,9 +44,36 @@ class Decision:
     review: ReviewRequest | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class IncidentView:
+    """What the decide stage knows of the incident a signal belongs to."""
+
+    incident_id: str
+    signals: int
+    first_seen: datetime
+    last_seen: datetime
+    trigger: str = "new incident"  # or "severity rose", "repeat after the repeat interval"
+
+
+class Limiter(Protocol):
+    """Blast-radius limits (budgets, run caps, circuit breaker) consulted before acting."""
+
+    def gates(self, policy: ActivePolicy, signal: Signal, commands: list[ActionCommand], now: datetime) -> list[GateResult]:
+        ...
+
+    def spend(self, policy: ActivePolicy, signal: Signal, commands: list[ActionCommand], now: datetime) -> None:
+        ...
+
+
 def stable_id(kind: str, *parts: str) -> str:
     """Derive an id from its inputs, so that reprocessing an event after a crash yields the same ids."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, ":".join(("mitigate", kind, *parts))))
+
+
+def canary_bucket(incident_id: str) -> float:
+    """Map an incident id to [0, 1) deterministically, so every worker and replay agrees."""
+    digest = hashlib.sha256(incident_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def risk_score(signal: AnomalyEvent, asset: AssetContext | None) -> float:
@@ -51,7 +81,9 @@ def risk_score(signal: AnomalyEvent, asset: AssetContext | None) -> float:
     return SEVERITY_WEIGHT[signal.severity] * criticality
 
 
-def evaluate_gates(gates: Gates, signal: AnomalyEvent, asset: AssetContext | None) -> list[GateResult]:
+def evaluate_gates(
+    gates: Gates, signal: AnomalyEvent, asset: AssetContext | None, now: datetime | None = None
+) -> list[GateResult]:
     """Evaluate every gate of the policy, with its observed value and its threshold."""
     results = [
         GateResult(
@@ -77,6 +109,16 @@ def evaluate_gates(gates: Gates, signal: AnomalyEvent, asset: AssetContext | Non
                 threshold="known",
             )
         )
+    if gates.max_criticality != "critical":
+        criticality = asset.criticality if asset is not None else "critical"
+        results.append(
+            GateResult(
+                name="max-criticality",
+                passed=CRITICALITY_WEIGHT[criticality] <= CRITICALITY_WEIGHT[gates.max_criticality],
+                value=criticality if asset is not None else "unknown (counts as critical)",
+                threshold=f"<= {gates.max_criticality}",
+            )
+        )
     if gates.environments != [WILDCARD]:
         environment = asset.environment if asset is not None else "unknown"
         results.append(
@@ -97,6 +139,17 @@ def evaluate_gates(gates: Gates, signal: AnomalyEvent, asset: AssetContext | Non
                 threshold="not frozen",
             )
         )
+    if gates.respect_maintenance:
+        window = asset.maintenance_at(now or signal.event_time) if asset is not None else None
+        results.append(
+            GateResult(
+                name="maintenance-window",
+                passed=window is None,
+                value=(f"in window {window.start.isoformat()} to {window.end.isoformat()}"
+                       + (f" ({window.reason})" if window.reason else "")) if window else "none in progress",
+                threshold="none in progress",
+            )
+        )
     return results
 
 
@@ -106,7 +159,7 @@ def plan_steps(policy: ActivePolicy, signal: AnomalyEvent) -> list[PlanStep]:
             step_id=step.id,
             executor=step.executor,
             action=step.action,
-            target=_target(step, signal),
+            target=step_target(step, signal),
             parameters=dict(step.parameters),
             depends_on=list(step.depends_on),
         )
@@ -114,78 +167,109 @@ def plan_steps(policy: ActivePolicy, signal: AnomalyEvent) -> list[PlanStep]:
     ]
 
 
-def _target(step: Step, signal: AnomalyEvent) -> str:
+def step_target(step: Step, signal: AnomalyEvent) -> str:
     return step.target.format(entity=signal.entity, subsystem=signal.subsystem, fingerprint=signal.fingerprint)
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _failures(gates: list[GateResult]) -> str:
+    return "; ".join(f"{gate.name} {gate.value} (needs {gate.threshold})" for gate in gates if not gate.passed)
+
+
 class Decider:
-    """Builds the Decision for an enriched signal."""
+    """Builds the Decision for a signal."""
 
     def __init__(self, *, default_review_timeout: timedelta) -> None:
         self.default_review_timeout = default_review_timeout
 
-    def decide(self, enriched: Enriched, policies: PolicyIndex, now: datetime) -> Decision:
-        signal = enriched.accepted.event
-        decision_id = stable_id("decision", signal.event_id)
-        risk = risk_score(signal, enriched.asset)
+    def decide(
+        self,
+        signal: Signal,
+        policies: PolicyIndex,
+        now: datetime,
+        incident: IncidentView | None = None,
+        limiter: Limiter | None = None,
+    ) -> Decision:
+        event = signal.event
+        decision_id = stable_id("decision", event.event_id)
+        risk = risk_score(event, signal.asset)
+        build = RecordBuilder(signal, decision_id, now, risk, incident)
 
-        if signal.status == "resolved":
-            record = self._record(enriched, decision_id, now, "suppress", "signal-resolved",
-                                  "the detector reports the signal as resolved; nothing to do", risk)
-            return Decision(record)
+        if event.status == "resolved":
+            return Decision(build("suppress", "signal-resolved", "the detector reports the signal as resolved; "
+                                  "nothing to do"))
 
-        match = policies.match(signal)
+        match = policies.match(event)
         if match is None:
             reason = (
-                f"no policy covers anomaly_type={signal.anomaly_type} subsystem={signal.subsystem} "
-                f"severity={signal.severity}; without a policy a human decides"
+                f"no policy covers anomaly_type={event.anomaly_type} subsystem={event.subsystem} "
+                f"severity={event.severity}; without a policy a human decides"
             )
-            return self._to_review(enriched, decision_id, now, "no-policy", reason, risk, None, [], [])
+            return self.review(build, "no-policy", reason, None, [], [])
 
         policy = match.policy
-        steps = plan_steps(policy, signal)
+        steps = plan_steps(policy, event)
         if match.tied_with:
             reason = (
                 f"policies {policy.policy_id} and {', '.join(match.tied_with)} match with the same specificity; "
                 "make one of them more specific"
             )
-            return self._to_review(enriched, decision_id, now, "policy-tie", reason, risk, policy, [], steps)
+            return self.review(build, "policy-tie", reason, policy, [], steps)
 
-        gates = evaluate_gates(policy.document.gates, signal, enriched.asset)
-        failed = [gate for gate in gates if not gate.passed]
-        gate_failures = "gates failed: " + "; ".join(
-            f"{gate.name} {gate.value} (needs {gate.threshold})" for gate in failed
-        )
-        commands = self._commands(enriched, decision_id, policy, now)
+        commands = self._commands(signal, decision_id, policy, now, incident)
+        gates = evaluate_gates(policy.document.gates, event, signal.asset, now)
+        limit_gates = limiter.gates(policy, signal, commands, now) if limiter is not None else []
+        mode, mode_note = self._mode(policy, incident.incident_id if incident else event.event_id)
         summary = ", ".join(f"{command.executor}/{command.action}" for command in commands)
 
-        if policy.document.mode == "shadow":
-            # A shadow policy creates no work for anyone, reviewers included.
-            would = f"would ask for review, {gate_failures}" if failed else (
-                f"would send {len(commands)} commands: {summary}"
+        if mode == "shadow":
+            # A shadow decision creates no work for anyone, reviewers included.
+            failed = _failures(gates + limit_gates)
+            would = f"would ask for review, gates failed: {failed}" if failed else (
+                f"would send {_count(len(commands), 'command')}: {summary}"
             )
-            record = self._record(enriched, decision_id, now, "shadow", "shadow-mode",
-                                  f"policy in shadow mode; {would}", risk, policy, gates)
-            return Decision(record)
+            return Decision(build("shadow", "shadow-mode", f"{mode_note}; {would}", policy, gates + limit_gates))
 
-        if failed:
-            return self._to_review(enriched, decision_id, now, "gate-failed", gate_failures, risk, policy, gates, steps)
+        if _failures(gates):
+            return self.review(build, "gate-failed", "gates failed: " + _failures(gates),
+                                   policy, gates + limit_gates, steps)
+        if _failures(limit_gates):
+            return self.review(build, "limit-reached", "automation limits reached: " + _failures(limit_gates),
+                                   policy, gates + limit_gates, steps)
 
-        reason = f"all {len(gates)} gates passed; sent {len(commands)} commands: {summary}"
+        if limiter is not None:
+            limiter.spend(policy, signal, commands, now)
+        reason = f"all {len(gates) + len(limit_gates)} gates passed; sent {_count(len(commands), 'command')}: {summary}"
+        if mode_note:
+            reason = f"{mode_note}; {reason}"
         waiting = [step.id for step in policy.document.plan if step.depends_on]
         if waiting:
             # TODO: steps with dependencies wait for the orchestrate stage, which
             # sends them once the steps they depend on report results. Until that
             # stage exists they are listed here and never sent.
             reason += f"; steps waiting for results: {', '.join(waiting)}"
-        record = self._record(enriched, decision_id, now, "auto", "policy-matched", reason, risk, policy, gates,
-                              command_ids=[command.command_id for command in commands])
+        record = build("auto", "policy-matched", reason, policy, gates + limit_gates,
+                       command_ids=[command.command_id for command in commands])
         return Decision(record, tuple(commands))
 
+    @staticmethod
+    def _mode(policy: ActivePolicy, incident_id: str) -> tuple[str, str]:
+        document = policy.document
+        if document.mode != "canary":
+            return document.mode, "policy in shadow mode" if document.mode == "shadow" else ""
+        assert document.canary_fraction is not None  # the policy model requires it for canary
+        bucket = canary_bucket(incident_id)
+        if bucket < document.canary_fraction:
+            return "enforce", f"canary: enforced for this incident (bucket {bucket:.4f} < {document.canary_fraction:g})"
+        return "shadow", f"canary: shadow for this incident (bucket {bucket:.4f} >= {document.canary_fraction:g})"
+
     def _commands(
-        self, enriched: Enriched, decision_id: str, policy: ActivePolicy, now: datetime
+        self, signal: Signal, decision_id: str, policy: ActivePolicy, now: datetime, incident: IncidentView | None
     ) -> list[ActionCommand]:
-        signal = enriched.accepted.event
+        event = signal.event
         commands = []
         for step in policy.document.plan:
             if step.depends_on:
@@ -196,14 +280,15 @@ class Decider:
                     command_id=stable_id("command", idempotency_key, "1"),
                     idempotency_key=idempotency_key,
                     decision_id=decision_id,
-                    event_id=signal.event_id,
-                    trace_id=enriched.trace_id,
+                    event_id=event.event_id,
+                    incident_id=incident.incident_id if incident else None,
+                    trace_id=signal.trace_id,
                     issued_at=now,
                     deadline=now + timedelta(seconds=step.timeout_s),
                     attempt=1,
                     executor=step.executor,
                     action=step.action,
-                    target=_target(step, signal),
+                    target=step_target(step, event),
                     parameters=dict(step.parameters),
                     step_id=step.id,
                     depends_on=list(step.depends_on),
@@ -213,86 +298,101 @@ class Decider:
             )
         return commands
 
-    def _to_review(
+    def review(
         self,
-        enriched: Enriched,
-        decision_id: str,
-        now: datetime,
+        build: RecordBuilder,
         reason_code: str,
         reason: str,
-        risk: float,
         policy: ActivePolicy | None,
         gates: list[GateResult],
         steps: list[PlanStep],
     ) -> Decision:
-        signal = enriched.accepted.event
-        review_id = stable_id("review", decision_id)
+        """Hand the signal to a human: a review request with the plan as the recommendation."""
+        event = build.signal.event
+        incident = build.incident
+        review_id = stable_id("review", build.decision_id)
         timeout = (
             timedelta(seconds=policy.document.review_timeout_s) if policy is not None else self.default_review_timeout
         )
         review = ReviewRequest(
             review_id=review_id,
-            decision_id=decision_id,
-            event_id=signal.event_id,
-            trace_id=enriched.trace_id,
-            created_at=now,
-            deadline=now + timeout,
-            entity=signal.entity,
-            subsystem=signal.subsystem,
-            anomaly_type=signal.anomaly_type,
-            severity=signal.severity,
-            confidence=signal.confidence,
-            score=signal.score,
-            risk_score=risk,
+            decision_id=build.decision_id,
+            event_id=event.event_id,
+            trace_id=build.signal.trace_id,
+            created_at=build.now,
+            deadline=build.now + timeout,
+            incident_id=incident.incident_id if incident else None,
+            entity=event.entity,
+            subsystem=event.subsystem,
+            anomaly_type=event.anomaly_type,
+            severity=event.severity,
+            confidence=event.confidence,
+            score=event.score,
+            risk_score=build.risk,
             reason_code=reason_code,
             reason=reason,
             policy_id=policy.policy_id if policy is not None else None,
             policy_version=policy.version if policy is not None else None,
             gates=gates,
             recommended_plan=steps,
+            signal_count=incident.signals if incident else 1,
+            first_seen=incident.first_seen if incident else event.event_time,
+            last_seen=incident.last_seen if incident else event.event_time,
         )
-        record = self._record(enriched, decision_id, now, "review", reason_code, reason, risk, policy, gates,
-                              review_id=review_id)
+        record = build("review", reason_code, reason, policy, gates, review_id=review_id)
         return Decision(record, review=review)
 
-    @staticmethod
-    def _record(
-        enriched: Enriched,
-        decision_id: str,
-        now: datetime,
+
+@dataclass(frozen=True, slots=True)
+class RecordBuilder:
+    """Builds DecisionRecords for one signal; the arguments that differ per outcome are passed per call."""
+
+    signal: Signal
+    decision_id: str
+    now: datetime
+    risk: float
+    incident: IncidentView | None = None
+
+    def __call__(
+        self,
         outcome: Outcome,
         reason_code: str,
         reason: str,
-        risk: float,
         policy: ActivePolicy | None = None,
         gates: list[GateResult] | None = None,
         *,
         command_ids: list[str] | None = None,
         review_id: str | None = None,
+        cancelled_steps: list[str] | None = None,
+        silence_id: str | None = None,
     ) -> DecisionRecord:
-        signal = enriched.accepted.event
+        event = self.signal.event
         return DecisionRecord(
-            decision_id=decision_id,
-            decided_at=now,
-            event_id=signal.event_id,
-            trace_id=enriched.trace_id,
-            fingerprint=signal.fingerprint,
-            entity=signal.entity,
-            subsystem=signal.subsystem,
-            anomaly_type=signal.anomaly_type,
-            severity=signal.severity,
-            confidence=signal.confidence,
-            signal_status=signal.status,
+            decision_id=self.decision_id,
+            decided_at=self.now,
+            event_id=event.event_id,
+            trace_id=self.signal.trace_id,
+            incident_id=self.incident.incident_id if self.incident else None,
+            fingerprint=event.fingerprint,
+            entity=event.entity,
+            subsystem=event.subsystem,
+            anomaly_type=event.anomaly_type,
+            severity=event.severity,
+            confidence=event.confidence,
+            signal_status=event.status,
             outcome=outcome,
             reason_code=reason_code,
             reason=reason,
             policy_id=policy.policy_id if policy is not None else None,
             policy_version=policy.version if policy is not None else None,
             rule=policy.document.match.describe() if policy is not None else None,
-            risk_score=risk,
+            risk_score=self.risk,
             gates=gates or [],
             command_ids=command_ids or [],
             review_id=review_id,
-            lineage=enriched.lineage,
-            asset=enriched.asset_snapshot,
+            lineage=self.signal.lineage,
+            asset=asset_snapshot(self.signal.asset),
+            incident_signals=self.incident.signals if self.incident else 1,
+            cancelled_steps=cancelled_steps or [],
+            silence_id=silence_id,
         )

@@ -3,35 +3,25 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 
 from mitigate.intake import Accepted, SourceMessage
-from mitigate.models import AssetContext, AssetSnapshot, Lineage
+from mitigate.models import AssetContext, AssetSnapshot, Lineage, Signal
 
 TRACE_HEADER = "trace-id"
 
 
-@dataclass(frozen=True, slots=True)
-class Enriched:
-    """An accepted signal with where it came from and what it concerns."""
-
-    accepted: Accepted
-    lineage: Lineage
-    trace_id: str
-    asset: AssetContext | None
-
-    @property
-    def asset_snapshot(self) -> AssetSnapshot | None:
-        if self.asset is None:
-            return None
-        return AssetSnapshot(
-            owner=self.asset.owner,
-            tier=self.asset.tier,
-            criticality=self.asset.criticality,
-            environment=self.asset.environment,
-            change_freeze=self.asset.change_freeze,
-        )
+def asset_snapshot(asset: AssetContext | None) -> AssetSnapshot | None:
+    """Return the part of the asset context that decision records keep."""
+    if asset is None:
+        return None
+    return AssetSnapshot(
+        owner=asset.owner,
+        tier=asset.tier,
+        criticality=asset.criticality,
+        environment=asset.environment,
+        change_freeze=asset.change_freeze,
+    )
 
 
 def trace_id_for(message: SourceMessage, event_id: str | None) -> str:
@@ -57,7 +47,8 @@ def enrich(
     *,
     ingest_time: datetime,
     pipeline_version: str,
-) -> Enriched:
+) -> Signal:
+    """Attach lineage (where the event came from, with which schema, how late) and asset context."""
     event = accepted.event
     skew_ms = int((ingest_time - event.event_time).total_seconds() * 1000)
     lineage = Lineage(
@@ -72,4 +63,4 @@ def enrich(
         clock_skew_ms=skew_ms,
         pipeline_version=pipeline_version,
     )
-    return Enriched(accepted, lineage, trace_id_for(message, event.event_id), asset)
+    return Signal(event=event, trace_id=trace_id_for(message, event.event_id), lineage=lineage, asset=asset)

@@ -176,12 +176,13 @@ def dead_letter(
     now: datetime,
     pipeline_version: str,
     trace_id: str | None,
+    stage: str = STAGE,
 ) -> DeadLetter:
     """Build the DeadLetter for a rejected message, keeping its bytes and coordinates."""
     return DeadLetter(
         dead_letter_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"dead-letter:{message.coordinates()}")),
         failed_at=now,
-        stage=STAGE,
+        stage=stage,
         reason_code=rejection.reason_code,
         reason=rejection.reason,
         source_topic=message.topic,

@@ -1,4 +1,7 @@
-"""The stages of one anomaly event, composed as plain functions.
+"""The stages of one anomaly event, composed as plain functions in two steps.
+
+The first step (intake, enrich) runs on the anomalies topic, keyed by entity;
+the second (correlate, decide) on the signals topic, keyed by subsystem.
 
 The Faust agent only moves bytes. Everything between the consumed message and
 the messages to produce happens here, so it can be tested without a broker.
@@ -11,13 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
 from mitigate import __version__
 from mitigate.codec import AvroCodec
-from mitigate.decision import Decider, Decision
+from mitigate.correlation import IncidentEngine
+from mitigate.decision import Decision
 from mitigate.enrichment import TRACE_HEADER, enrich, trace_id_for
+from mitigate.errors import DecodeError
 from mitigate.intake import Intake, IntakeRejected, SourceMessage, dead_letter
-from mitigate.models import AssetContext, AvroModel
-from mitigate.policy import PolicyIndex
+from mitigate.limits import Breaker
+from mitigate.models import AssetContext, AvroModel, Signal
 from mitigate.topology import Topology
 
 logger = logging.getLogger(__name__)
@@ -40,10 +47,11 @@ class Processed:
     messages: tuple[Outgoing, ...]
     decision: Decision | None = None
     rejection: IntakeRejected | None = None
+    signal: Signal | None = None
 
 
 class Pipeline:
-    """intake -> enrich -> decide -> encode, for one message at a time."""
+    """intake -> enrich, for one message at a time: a Signal re-keyed by subsystem, or a dead letter."""
 
     def __init__(
         self,
@@ -51,8 +59,6 @@ class Pipeline:
         topology: Topology,
         codec: AvroCodec,
         intake: Intake,
-        decider: Decider,
-        policies: Callable[[], PolicyIndex],
         assets: Callable[[str], AssetContext | None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         pipeline_version: str = __version__,
@@ -60,8 +66,6 @@ class Pipeline:
         self.topology = topology
         self.codec = codec
         self.intake = intake
-        self.decider = decider
-        self.policies = policies
         self.assets = assets
         self.clock = clock
         self.pipeline_version = pipeline_version
@@ -71,35 +75,87 @@ class Pipeline:
         try:
             accepted = self.intake.accept(message.value, now)
         except IntakeRejected as rejection:
-            return self._reject(message, rejection, now)
+            return reject(self.codec, self.topology, message, rejection, now, self.pipeline_version)
 
         event = accepted.event
-        enriched = enrich(
+        signal = enrich(
             message, accepted, self.assets(event.entity), ingest_time=now, pipeline_version=self.pipeline_version
         )
-        decision = self.decider.decide(enriched, self.policies(), now)
-        return Processed(self._encode(decision, event.entity, enriched.trace_id), decision=decision)
+        # Re-keyed by subsystem: incidents, budgets and run caps of one subsystem
+        # then live on one partition of the signals topic.
+        outgoing = encode_message(self.codec, self.topology.signals, event.subsystem.encode(), signal, signal.trace_id)
+        return Processed((outgoing,), signal=signal)
 
-    def _reject(self, message: SourceMessage, rejection: IntakeRejected, now: datetime) -> Processed:
-        trace_id = trace_id_for(message, None)
-        logger.warning(
-            "dead letter reason=%s source=%s trace_id=%s: %s",
-            rejection.reason_code, message.coordinates(), trace_id, rejection.reason,
-        )
-        letter = dead_letter(message, rejection, now=now, pipeline_version=self.pipeline_version, trace_id=trace_id)
-        outgoing = self._message(self.topology.dead_letters, message.key, letter, trace_id)
-        return Processed((outgoing,), rejection=rejection)
+
+class DecisionStage:
+    """correlate -> decide -> encode, for one Signal at a time."""
+
+    def __init__(
+        self,
+        *,
+        topology: Topology,
+        codec: AvroCodec,
+        engine: IncidentEngine,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        pipeline_version: str = __version__,
+    ) -> None:
+        self.topology = topology
+        self.codec = codec
+        self.engine = engine
+        self.clock = clock
+        self.pipeline_version = pipeline_version
+
+    def process(self, message: SourceMessage, breaker: Breaker) -> Processed:
+        try:
+            decoded = self.codec.decode(message.value, "Signal")
+            signal = Signal.model_validate(decoded.record)
+        except (DecodeError, ValidationError) as exc:
+            # Only the intake agent writes this topic, so this is a bug or a stray producer.
+            if isinstance(exc, DecodeError):
+                rejection = IntakeRejected(exc.reason_code, f"invalid signal: {exc}", exc.writer_schema)
+            else:
+                rejection = IntakeRejected("invalid-field", f"invalid signal: {exc}")
+            return reject(self.codec, self.topology, message, rejection, self.clock(), self.pipeline_version,
+                          stage="correlate")
+        decision = self.engine.process(signal, breaker)
+        return Processed(self._encode(decision, signal.event.entity, signal.trace_id), decision=decision, signal=signal)
 
     def _encode(self, decision: Decision, entity: str, trace_id: str) -> tuple[Outgoing, ...]:
         key = entity.encode()
-        messages = [self._message(self.topology.actions(command.executor), command.target.encode(), command, trace_id)
-                    for command in decision.commands]
+        messages = [
+            encode_message(self.codec, self.topology.actions(command.executor), command.target.encode(), command,
+                           trace_id)
+            for command in decision.commands
+        ]
         if decision.review is not None:
-            messages.append(self._message(self.topology.review_requests, key, decision.review, trace_id))
+            messages.append(encode_message(self.codec, self.topology.review_requests, key, decision.review, trace_id))
         # Queued last, after the commands and the review request it names.
-        messages.append(self._message(self.topology.decisions, key, decision.record, trace_id))
+        messages.append(encode_message(self.codec, self.topology.decisions, key, decision.record, trace_id))
         return tuple(messages)
 
-    def _message(self, topic: str, key: bytes | None, model: AvroModel, trace_id: str) -> Outgoing:
-        value = self.codec.encode(model.schema_name, model.to_avro())
-        return Outgoing(topic, key, value, ((TRACE_HEADER, trace_id.encode()),))
+
+def reject(
+    codec: AvroCodec,
+    topology: Topology,
+    message: SourceMessage,
+    rejection: IntakeRejected,
+    now: datetime,
+    pipeline_version: str,
+    *,
+    stage: str = "intake",
+) -> Processed:
+    """Turn a rejected message into one dead letter that keeps its bytes and coordinates."""
+    trace_id = trace_id_for(message, None)
+    logger.warning(
+        "dead letter stage=%s reason=%s source=%s trace_id=%s: %s",
+        stage, rejection.reason_code, message.coordinates(), trace_id, rejection.reason,
+    )
+    letter = dead_letter(message, rejection, now=now, pipeline_version=pipeline_version, trace_id=trace_id,
+                         stage=stage)
+    outgoing = encode_message(codec, topology.dead_letters, message.key, letter, trace_id)
+    return Processed((outgoing,), rejection=rejection)
+
+
+def encode_message(codec: AvroCodec, topic: str, key: bytes | None, model: AvroModel, trace_id: str) -> Outgoing:
+    value = codec.encode(model.schema_name, model.to_avro())
+    return Outgoing(topic, key, value, ((TRACE_HEADER, trace_id.encode()),))

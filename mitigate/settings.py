@@ -43,6 +43,10 @@ class WorkerSettings(KafkaSettings):
     detectors_file: Path = Field(
         Path("config/detectors.yaml"), description="Known detectors and their required labels (MITIGATE_DETECTORS_FILE)."
     )
+    automation_file: Path = Field(
+        Path("config/automation.yaml"),
+        description="Correlation windows, budgets and circuit breaker (MITIGATE_AUTOMATION_FILE).",
+    )
     max_future_skew_s: float = Field(
         300.0, gt=0, description="Reject events stamped further than this in the future, seconds (MITIGATE_MAX_FUTURE_SKEW_S)."
     )

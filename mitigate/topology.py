@@ -67,6 +67,18 @@ class Topology:
         return self.name("reviews.requests")
 
     @property
+    def signals(self) -> str:
+        return self.name("signals")
+
+    @property
+    def action_results(self) -> str:
+        return self.name("action-results")
+
+    @property
+    def silences(self) -> str:
+        return self.name("silences")
+
+    @property
     def policies(self) -> str:
         return self.name("policies")
 
@@ -88,14 +100,20 @@ class Topology:
                       "DeadLetter", "Input the pipeline rejected, with the original bytes and the reason.",
                       # Room for a rejected input of the broker's default 1 MiB limit plus the envelope.
                       {"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}),
+            TopicSpec("signals", self.partitions, "delete", 1 * DAY_MS, "subsystem", "Signal",
+                      "Accepted, enriched events, re-keyed so that one subsystem is on one partition."),
             TopicSpec("decisions", self.partitions, "delete", 30 * DAY_MS, "entity", "DecisionRecord",
                       "Audit log of every decision."),
             TopicSpec("reviews.requests", self.partitions, "delete", 7 * DAY_MS, "entity", "ReviewRequest",
                       "Decisions that need a human."),
-            TopicSpec("policies", 1, "compact", None, "policy id", "PolicyVersion",
-                      "Latest version of every policy; feeds the policy table."),
+            TopicSpec("policies", 1, "compact", None, "policy id@version", "PolicyVersion",
+                      "Every version of every policy; feeds the policy table."),
             TopicSpec("assets", self.partitions, "compact", None, "entity", "AssetContext",
                       "Latest context of every asset; feeds the asset table."),
+            TopicSpec("silences", 1, "compact", None, "silence id", "Silence",
+                      "Latest state of every silence; feeds the silence table."),
+            TopicSpec("action-results", self.partitions, "delete", 7 * DAY_MS, "incident id", "ActionResult",
+                      "What executors did with each command."),
         ]
         for executor in EXECUTORS:
             specs.append(

@@ -1,4 +1,4 @@
-"""The anomaly agent: every event through intake, enrich and decide, then out to its topics."""
+"""The stream agents: anomalies through intake and enrich, signals through correlate and decide."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from pydantic import ValidationError
 
+from mitigate.automation import CircuitBreaker
+from mitigate.codec import AvroCodec
+from mitigate.errors import DecodeError
 from mitigate.intake import SourceMessage
-from mitigate.pipeline import Processed, Pipeline
+from mitigate.limits import ShardedBreaker
+from mitigate.models import ActionResult
+from mitigate.pipeline import DecisionStage, Pipeline, Processed
 
 logger = logging.getLogger(__name__)
 
@@ -36,36 +42,92 @@ def _headers(headers: Any) -> Iterable[tuple[str, bytes | None]]:
     return ((str(key), value) for key, value in items)
 
 
-class AnomalyAgent:
-    """Runs the pipeline for each event of the anomalies topic and sends what it produces."""
+class Sender:
+    """Sends what a stage produced, with one Faust topic object per topic name."""
 
-    def __init__(self, app: faust.App, source: faust.TopicT, pipeline: Pipeline) -> None:
+    def __init__(self, app: faust.App) -> None:
         self.app = app
-        self.pipeline = pipeline
         self._topics: dict[str, faust.TopicT] = {}
-        self.processed = 0
-        app.agent(source, name="anomalies")(self._run)
 
-    def _topic(self, name: str) -> faust.TopicT:
+    def topic(self, name: str) -> faust.TopicT:
         topic = self._topics.get(name)
         if topic is None:
             topic = self.app.topic(name, key_serializer="raw", value_serializer="raw")
             self._topics[name] = topic
         return topic
 
+    async def send(self, processed: Processed) -> None:
+        for message in processed.messages:
+            await self.topic(message.topic).send(key=message.key, value=message.value, headers=list(message.headers))
+
+
+class AnomalyAgent:
+    """Runs intake and enrich for each event of the anomalies topic."""
+
+    def __init__(self, app: faust.App, source: faust.TopicT, pipeline: Pipeline, sender: Sender) -> None:
+        self.pipeline = pipeline
+        self.sender = sender
+        self.processed = 0
+        app.agent(source, name="anomalies")(self._run)
+
     async def _run(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            outcome = self.pipeline.process(source_message(event.message))
-            await self._send(outcome)
+            await self.sender.send(self.pipeline.process(source_message(event.message)))
             self.processed += 1
 
-    async def _send(self, outcome: Processed) -> None:
-        for message in outcome.messages:
-            await self._topic(message.topic).send(key=message.key, value=message.value, headers=list(message.headers))
-        if outcome.decision is not None:
-            record = outcome.decision.record
-            logger.info(
-                "decision outcome=%s reason=%s policy=%s/%s entity=%s event_id=%s trace_id=%s",
-                record.outcome, record.reason_code, record.policy_id, record.policy_version,
-                record.entity, record.event_id, record.trace_id,
-            )
+
+class SignalAgent:
+    """Runs correlate and decide for each signal, with the state tables of its partition."""
+
+    def __init__(
+        self, app: faust.App, source: faust.TopicT, stage: DecisionStage, sender: Sender,
+        breaker_settings: CircuitBreaker, breaker_store: Any,
+    ) -> None:
+        self.stage = stage
+        self.sender = sender
+        self.breaker_settings = breaker_settings
+        self.breaker_store = breaker_store
+        self.decided = 0
+        app.agent(source, name="signals")(self._run)
+
+    async def _run(self, stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = source_message(event.message)
+            breaker = ShardedBreaker(self.breaker_settings, self.breaker_store, f"signals:{message.partition}")
+            processed = self.stage.process(message, breaker)
+            await self.sender.send(processed)
+            self.decided += 1
+            if processed.decision is not None:
+                record = processed.decision.record
+                logger.info(
+                    "decision outcome=%s reason=%s policy=%s/%s incident=%s entity=%s event_id=%s trace_id=%s",
+                    record.outcome, record.reason_code, record.policy_id or "-", record.policy_version or "-",
+                    record.incident_id, record.entity, record.event_id, record.trace_id,
+                )
+
+
+class ResultAgent:
+    """Counts action results into the circuit breaker's failure rate."""
+
+    def __init__(
+        self, app: faust.App, source: faust.TopicT, codec: AvroCodec,
+        breaker_settings: CircuitBreaker, breaker_store: Any,
+    ) -> None:
+        self.codec = codec
+        self.breaker_settings = breaker_settings
+        self.breaker_store = breaker_store
+        app.agent(source, name="action-results")(self._run)
+
+    async def _run(self, stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                result = ActionResult.model_validate(self.codec.decode(message.value, "ActionResult").record)
+            except (DecodeError, ValidationError) as exc:
+                logger.error("action result ignored source=%s[%d]@%d: %s",
+                             message.topic, message.partition, message.offset, exc)
+                continue
+            breaker = ShardedBreaker(self.breaker_settings, self.breaker_store, f"results:{message.partition}")
+            # Only outcomes of actions that ran count; a skipped or rejected command changed nothing.
+            if result.status in ("succeeded", "failed", "timed_out"):
+                breaker.record_result(result.status != "succeeded", result.finished_at)

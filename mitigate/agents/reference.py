@@ -8,16 +8,17 @@ and lets every worker of the group see every record.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import faust
 from faust.tables.globaltable import GlobalTable
+from faust.tables.table import Table
 from pydantic import ValidationError
 
 from mitigate.codec import AvroCodec
 from mitigate.errors import DecodeError
-from mitigate.models import AssetContext, PolicyVersion
+from mitigate.models import AssetContext, PolicyVersion, Silence
 from mitigate.policy import ActivePolicy, PolicyIndex, policy_from_json
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def _global_table(app: faust.App, name: str, partitions: int, on_change: Callabl
 
 
 class PolicyTable:
-    """The policies in force, as a table of PolicyVersion bytes and a decoded index.
+    """The policies in force: a table of every PolicyVersion, and an index of the latest ones.
 
     NOTE: on the first start of a new application id, the anomaly agent may
     process events before the feed agent has read the policies topic; such events
@@ -80,10 +81,18 @@ class PolicyTable:
         return self._index
 
     def _build_index(self) -> PolicyIndex:
-        active: list[ActivePolicy] = []
+        latest: dict[str, PolicyVersion] = {}
         for key, value in self.table.items():
             version = self._decode(value, key)
-            if version is None or version.deleted:
+            if version is None:
+                continue
+            current = latest.get(version.policy_id)
+            if current is None or version.version > current.version:
+                latest[version.policy_id] = version
+
+        active: list[ActivePolicy] = []
+        for version in latest.values():
+            if version.deleted:
                 continue
             try:
                 active.append(policy_from_json(version.document, version.version))
@@ -147,3 +156,92 @@ class AssetTable:
                 self.table.pop(key, None)
             else:
                 self.table[key] = event.value
+
+
+class SilenceTable:
+    """Silences by id, as a table of Silence bytes and a decoded list."""
+
+    def __init__(self, app: faust.App, topic: faust.TopicT, partitions: int, codec: AvroCodec) -> None:
+        self.codec = codec
+        self.table = _global_table(app, "silence-table", partitions, self.invalidate)
+        self._silences: list[Silence] | None = None
+        app.agent(topic, name="silence-feed")(self._feed)
+
+    def invalidate(self) -> None:
+        self._silences = None
+
+    def silences(self) -> list[Silence]:
+        if self._silences is None:
+            decoded = []
+            for key, value in self.table.items():
+                try:
+                    decoded.append(Silence.model_validate(self.codec.decode(value, "Silence").record))
+                except (DecodeError, ValidationError) as exc:
+                    logger.error("silence key=%r cannot be decoded and is ignored: %s", key, exc)
+            self._silences = decoded
+        return self._silences
+
+    async def _feed(self, stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            key = event.message.key
+            if key is None:
+                logger.error("silence message without key ignored source=%s[%d]@%d",
+                             event.message.topic, event.message.partition, event.message.offset)
+                continue
+            if event.value is None:
+                self.table.pop(key, None)
+            else:
+                self.table[key] = event.value
+            self.invalidate()
+
+
+class TextKeyStore(MutableMapping[str, bytes]):
+    """A Faust table seen as a mapping from text keys to bytes, as the correlation engine expects."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def __getitem__(self, key: str) -> bytes:
+        value: bytes = self.table[key.encode()]
+        return value
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.table[key.encode()] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key.encode()]
+
+    def __iter__(self) -> Iterator[str]:
+        return (key.decode() for key in self.table.keys())
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.table.get(key.encode(), default)
+
+
+class RawTable(Table):  # type: ignore[type-arg]
+    """A partitioned Table that stores keys and values as the bytes it is given."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_serializer = "raw"
+        self.value_serializer = "raw"
+
+
+def state_table(app: faust.App, name: str, partitions: int) -> TextKeyStore:
+    """A changelog-backed table for state written only by the agent of the signals topic.
+
+    Its changelog partition is the partition of the signal being processed, so
+    the table is co-partitioned with the signals topic and recovers with it.
+    """
+    table = RawTable(app, name=name, partitions=partitions, beacon=app.tables.beacon,
+                     help=f"{name}: correlation and limit state, keyed within one subsystem")
+    app.tables.add(table)
+    return TextKeyStore(table)
+
+
+def shared_table(app: faust.App, name: str, partitions: int) -> TextKeyStore:
+    """A global table every worker sees whole, for state that spans partitions (the circuit breaker)."""
+    return TextKeyStore(_global_table(app, name, partitions, lambda: None))

@@ -1,0 +1,87 @@
+"""Limits on automation: correlation windows, blast-radius budgets and the circuit breaker.
+
+Read from config/automation.yaml (MITIGATE_AUTOMATION_FILE); every field has a
+default, so an empty file is valid.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mitigate.durations import Duration
+from mitigate.errors import ConfigurationError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Flapping(Strict):
+    """A signal that starts firing `transitions` times within `window` is flapping."""
+
+    transitions: int = Field(4, ge=2, le=1000)
+    window: Duration = 3600.0
+
+
+class Correlation(Strict):
+    """How signals become incidents."""
+
+    # Signals of one subsystem and anomaly type (and the same values of these
+    # labels) within group_window of each other form one incident.
+    group_labels: list[str] = Field(default_factory=list)
+    group_window: Duration = 300.0
+    # A repeat of a signal already on the incident is decided again only after
+    # this long, like a repeat notification.
+    repeat_interval: Duration = 3600.0
+    flapping: Flapping = Field(default_factory=lambda: Flapping())
+
+
+class Budgets(Strict):
+    """At most `max_commands` automated commands per subsystem within `window`."""
+
+    window: Duration = 600.0
+    max_commands: int = Field(10, ge=0)
+    # Overrides by subsystem pattern; the first matching pattern applies.
+    subsystems: dict[str, int] = Field(default_factory=dict)
+
+    def limit_for(self, subsystem: str) -> int:
+        for pattern, limit in self.subsystems.items():
+            if fnmatchcase(subsystem, pattern):
+                return limit
+        return self.max_commands
+
+
+class CircuitBreaker(Strict):
+    """Trips to review-only when automation acts too often or fails too often, for `cool_down`."""
+
+    window: Duration = 300.0
+    max_commands: int = Field(100, ge=1)
+    max_failure_rate: float = Field(0.5, gt=0.0, le=1.0)
+    min_results: int = Field(10, ge=1)
+    cool_down: Duration = 900.0
+
+
+class AutomationSettings(Strict):
+    correlation: Correlation = Field(default_factory=lambda: Correlation())
+    budgets: Budgets = Field(default_factory=lambda: Budgets())
+    circuit_breaker: CircuitBreaker = Field(default_factory=lambda: CircuitBreaker())
+
+    @classmethod
+    def load(cls, path: Path) -> AutomationSettings:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigurationError(f"{path}: cannot read: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigurationError(f"{path}: invalid YAML: {exc}") from exc
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or "(document)"
+            message = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"]
+            raise ConfigurationError(f"{path}: {field}: {message}") from exc
