@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -16,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from mitigate.codec import AvroCodec
 from mitigate.errors import ConfigurationError, DecodeError, MitigateError
 from mitigate.kafka import client_config, create_producer, flush_or_raise
-from mitigate.models import AssetContext, Criticality, PolicyVersion
-from mitigate.policy import PolicyDocument
+from mitigate.models import AssetContext, Criticality, MaintenanceWindow, PolicyVersion, Silence
+from mitigate.policy import PolicyDocument, check_ties, policy_from_json
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +75,10 @@ def _drain(consumer: Consumer, pending: set[int], timeout_s: float) -> Iterator[
 
 
 # Policies
+#
+# Every version is its own message, keyed "<policy id>@<version>", so the
+# compacted topic keeps the whole history: compaction removes only repeated
+# keys, and a version is never written twice.
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,20 +88,45 @@ class PublishResult:
     action: str  # published or unchanged
 
 
-def latest_policy_versions(bootstrap_servers: str, topic: str, codec: AvroCodec) -> dict[str, PolicyVersion]:
-    latest: dict[str, PolicyVersion] = {}
+def version_key(policy_id: str, version: int) -> bytes:
+    return f"{policy_id}@{version}".encode()
+
+
+def policy_histories(bootstrap_servers: str, topic: str, codec: AvroCodec) -> dict[str, list[PolicyVersion]]:
+    """Return every published version of every policy, oldest first."""
+    histories: dict[str, list[PolicyVersion]] = {}
     for key, value in read_topic(bootstrap_servers, topic):
-        if key is None:
-            continue
-        policy_id = key.decode("utf-8", errors="replace")
         if value is None:
-            latest.pop(policy_id, None)
             continue
         try:
-            latest[policy_id] = PolicyVersion.model_validate(codec.decode(value, "PolicyVersion").record)
+            version = PolicyVersion.model_validate(codec.decode(value, "PolicyVersion").record)
         except (DecodeError, ValidationError) as exc:
-            logger.error("policy key=%s in %s cannot be decoded and is skipped: %s", policy_id, topic, exc)
-    return latest
+            logger.error("policy key=%r in %s cannot be decoded and is skipped: %s", key, topic, exc)
+            continue
+        histories.setdefault(version.policy_id, []).append(version)
+    for versions in histories.values():
+        versions.sort(key=lambda item: item.version)
+    return histories
+
+
+def latest_policy_versions(bootstrap_servers: str, topic: str, codec: AvroCodec) -> dict[str, PolicyVersion]:
+    return {policy_id: versions[-1] for policy_id, versions in policy_histories(bootstrap_servers, topic, codec).items()}
+
+
+def version_of(histories: Mapping[str, list[PolicyVersion]], policy_id: str, version: int | None) -> PolicyVersion:
+    """Return one version (the latest when `version` is None); raise MitigateError when there is none."""
+    versions = histories.get(policy_id)
+    if not versions:
+        known = ", ".join(sorted(histories)) or "none"
+        raise MitigateError(f"policy {policy_id!r} not found; published policies: {known}")
+    if version is None:
+        return versions[-1]
+    for candidate in versions:
+        if candidate.version == version:
+            return candidate
+    raise MitigateError(
+        f"policy {policy_id!r} has no version {version}; versions: {', '.join(str(v.version) for v in versions)}"
+    )
 
 
 def publish_policies(
@@ -103,31 +137,120 @@ def publish_policies(
     *,
     author: str,
     change_note: str,
+    sources: Mapping[str, str] | None = None,
 ) -> list[PublishResult]:
-    """Publish a new version of every policy whose content changed; unchanged ones are skipped."""
+    """Publish a new version of every policy whose content changed; unchanged ones are skipped.
+
+    Raises PolicyError, before anything is published, when a policy would tie
+    with another one (published or in `documents`).
+    """
     latest = latest_policy_versions(bootstrap_servers, topic, codec)
+    in_force = {
+        policy_id: policy_from_json(version.document, version.version).document
+        for policy_id, version in latest.items()
+        if not version.deleted
+    }
+    all_sources = {policy_id: f"published version {latest[policy_id].version}" for policy_id in in_force}
+    all_sources.update(sources or {})
+    in_force.update({document.id: document for document in documents})
+    check_ties(in_force.values(), all_sources)
+
     producer = create_producer(bootstrap_servers)
     results = []
-    now = datetime.now(UTC)
     for document in documents:
-        content_hash = document.content_hash()
         current = latest.get(document.id)
-        if current is not None and current.content_hash == content_hash and not current.deleted:
+        if current is not None and current.content_hash == document.content_hash() and not current.deleted:
             results.append(PublishResult(document.id, current.version, "unchanged"))
             continue
-        version = PolicyVersion(
-            policy_id=document.id,
-            version=(current.version + 1) if current is not None else 1,
-            author=author,
-            published_at=now,
-            change_note=change_note,
-            content_hash=content_hash,
-            document=document.canonical_json(),
-        )
-        producer.produce(topic, key=document.id.encode(), value=codec.encode("PolicyVersion", version.to_avro()))
+        version = _produce_version(producer, topic, codec, document.id, document.canonical_json(),
+                                   current, author=author, change_note=change_note)
         results.append(PublishResult(document.id, version.version, "published"))
     flush_or_raise(producer)
     return results
+
+
+def _produce_version(
+    producer: Any,
+    topic: str,
+    codec: AvroCodec,
+    policy_id: str,
+    document: str,
+    current: PolicyVersion | None,
+    *,
+    author: str,
+    change_note: str,
+    deleted: bool = False,
+) -> PolicyVersion:
+    version = PolicyVersion(
+        policy_id=policy_id,
+        version=(current.version + 1) if current is not None else 1,
+        author=author,
+        published_at=datetime.now(UTC),
+        change_note=change_note,
+        content_hash=hashlib.sha256(document.encode()).hexdigest(),
+        document=document,
+        deleted=deleted,
+    )
+    producer.produce(topic, key=version_key(policy_id, version.version),
+                     value=codec.encode("PolicyVersion", version.to_avro()))
+    return version
+
+
+def rollback_policy(
+    bootstrap_servers: str, topic: str, codec: AvroCodec, policy_id: str, to_version: int,
+    *, author: str, change_note: str,
+) -> PolicyVersion:
+    """Republish the document of an earlier version as a new version; history is never rewritten."""
+    histories = policy_histories(bootstrap_servers, topic, codec)
+    target = version_of(histories, policy_id, to_version)
+    current = histories[policy_id][-1]
+    if target.deleted:
+        raise MitigateError(f"version {to_version} of {policy_id!r} is a withdrawal; roll back to a version before it")
+    others = {
+        other_id: policy_from_json(versions[-1].document, versions[-1].version).document
+        for other_id, versions in histories.items()
+        if other_id != policy_id and not versions[-1].deleted
+    }
+    restored = policy_from_json(target.document, target.version).document
+    sources = {other_id: f"published version {histories[other_id][-1].version}" for other_id in others}
+    sources[policy_id] = f"version {to_version}"
+    check_ties([*others.values(), restored], sources)
+    producer = create_producer(bootstrap_servers)
+    note = change_note or f"rollback to version {to_version}"
+    version = _produce_version(producer, topic, codec, policy_id, target.document, current,
+                               author=author, change_note=note)
+    flush_or_raise(producer)
+    return version
+
+
+def withdraw_policy(
+    bootstrap_servers: str, topic: str, codec: AvroCodec, policy_id: str, *, author: str, change_note: str,
+) -> PolicyVersion:
+    """Publish a version that takes the policy out of force; its history stays."""
+    histories = policy_histories(bootstrap_servers, topic, codec)
+    current = version_of(histories, policy_id, None)
+    if current.deleted:
+        raise MitigateError(f"policy {policy_id!r} is already withdrawn (version {current.version})")
+    producer = create_producer(bootstrap_servers)
+    version = _produce_version(producer, topic, codec, policy_id, current.document, current,
+                               author=author, change_note=change_note, deleted=True)
+    flush_or_raise(producer)
+    return version
+
+
+def document_yaml(version: PolicyVersion) -> str:
+    """Return the policy document of a version as YAML, for show and diff."""
+    return yaml.safe_dump(orjson.loads(version.document), sort_keys=True, default_flow_style=False)
+
+
+def diff_versions(first: PolicyVersion, second: PolicyVersion) -> str:
+    lines = difflib.unified_diff(
+        document_yaml(first).splitlines(keepends=True),
+        document_yaml(second).splitlines(keepends=True),
+        fromfile=f"{first.policy_id} v{first.version}",
+        tofile=f"{second.policy_id} v{second.version}",
+    )
+    return "".join(lines)
 
 
 # Assets
@@ -144,6 +267,7 @@ class AssetEntry(BaseModel):
     criticality: Criticality
     environment: str
     change_freeze: bool = False
+    maintenance_windows: list[MaintenanceWindow] = []
     labels: dict[str, str] = {}
 
 
@@ -176,3 +300,29 @@ def publish_assets(bootstrap_servers: str, topic: str, codec: AvroCodec, entries
         producer.produce(topic, key=entry.entity.encode(), value=codec.encode("AssetContext", context.to_avro()))
     flush_or_raise(producer)
     return len(entries)
+
+
+# Silences
+
+
+def read_silences(bootstrap_servers: str, topic: str, codec: AvroCodec) -> dict[str, Silence]:
+    """Return the latest state of every silence on the compacted silences topic."""
+    silences: dict[str, Silence] = {}
+    for key, value in read_topic(bootstrap_servers, topic):
+        if key is None:
+            continue
+        silence_id = key.decode("utf-8", errors="replace")
+        if value is None:
+            silences.pop(silence_id, None)
+            continue
+        try:
+            silences[silence_id] = Silence.model_validate(codec.decode(value, "Silence").record)
+        except (DecodeError, ValidationError) as exc:
+            logger.error("silence key=%s in %s cannot be decoded and is skipped: %s", silence_id, topic, exc)
+    return silences
+
+
+def publish_silence(bootstrap_servers: str, topic: str, codec: AvroCodec, silence: Silence) -> None:
+    producer = create_producer(bootstrap_servers)
+    producer.produce(topic, key=silence.silence_id.encode(), value=codec.encode("Silence", silence.to_avro()))
+    flush_or_raise(producer)

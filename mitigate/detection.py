@@ -18,7 +18,7 @@ from mitigate.models import SEVERITIES, AnomalyEvent
 DETECTOR_ID = "robust-zscore"
 DETECTOR_VERSION = "1.0.0"
 
-EventTime = Literal["replay", "original"]
+EventTime = Literal["replay", "rebase", "original"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +49,13 @@ def detect(
     ends. Like an alerting rule that notifies again on escalation, it also yields
     a firing event each time its severity rises. All carry the same fingerprint.
 
-    With event_time="replay" each event is stamped with the current time, as a
-    live detector would stamp it, and the reading's own time is kept in the
-    annotation source_time; with "original" the reading's time is used.
+    Event times: "replay" stamps each event with the current time, as a live
+    detector would; "rebase" shifts the readings' times so that the last reading
+    is now, keeping their spacing; "original" uses the readings' times. The
+    reading's own time is kept in the annotation source_time.
     """
+    readings = list(readings)
+    shift = datetime.now(UTC) - readings[-1].timestamp if readings and event_time == "rebase" else None
     anomaly_type = "spike"
     reported = "low"
     episode_start: datetime | None = None
@@ -71,7 +74,10 @@ def detect(
         else:
             continue
         status = transition.status if transition is not None else "firing"
-        stamp = reading.timestamp if event_time == "original" else datetime.now(UTC)
+        if event_time == "replay":
+            stamp = datetime.now(UTC)
+        else:
+            stamp = reading.timestamp + shift if shift is not None else reading.timestamp
         # A detector handed in while already firing has an episode start this loop never saw.
         started = episode_start or reading.timestamp
         yield _event(status, reading, score, peak, started, source, anomaly_type, stamp, detector.threshold)

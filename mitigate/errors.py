@@ -36,3 +36,4 @@ class PolicyError(ConfigurationError):
         self.source = source
         self.field = field
         self.detail = message
+        self.others: list[str] = []  # further problems in the same file, as "field: message"

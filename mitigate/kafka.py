@@ -59,6 +59,18 @@ def flush_or_raise(producer: Producer, timeout_s: float = 30.0) -> None:
         raise KafkaAdminError(f"{remaining} messages were not delivered within {timeout_s:.0f} s; is the broker up?")
 
 
+def check_reachable(bootstrap_servers: str, timeout_s: float = 10.0) -> None:
+    """Raise KafkaAdminError with a hint when no broker answers within `timeout_s`."""
+    admin = AdminClient(client_config(bootstrap_servers))
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise KafkaAdminError(
+            f"cannot reach Kafka at {bootstrap_servers} within {timeout_s:.0f} s ({exc.args[0].str()}); "
+            "start a broker (scripts/kafka.sh start) or set MITIGATE_BOOTSTRAP_SERVERS"
+        ) from exc
+
+
 @dataclass(frozen=True, slots=True)
 class TopicReport:
     """Result of ensure_topics for one topic."""

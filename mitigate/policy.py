@@ -17,14 +17,28 @@ from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from mitigate.errors import PolicyError
-from mitigate.models import SEVERITIES, AnomalyEvent, Severity
+from mitigate.durations import Duration
+from mitigate.models import SEVERITIES, AnomalyEvent, Criticality, Severity
 from mitigate.topology import EXECUTORS
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,127}$")]
 WILDCARD = "*"
+
+
+def PolicyFieldError(field: str, message: str) -> PydanticCustomError:  # noqa: N802 - reads as an exception
+    """A validation error of a whole-document check, attributed to one field."""
+    return PydanticCustomError("policy_field", "{field}: {message}", {"field": field, "message": message})
+
+
+def format_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 class Strict(BaseModel):
@@ -84,10 +98,33 @@ class Gates(Strict):
     """Conditions that must all hold before the plan runs without a human."""
 
     min_confidence: float = Field(0.9, ge=0.0, le=1.0)
+    max_criticality: Criticality = "critical"
     require_approval_for: list[Severity] = Field(default_factory=lambda: list[Severity](["critical"]))
     environments: list[str] = Field(default_factory=lambda: [WILDCARD], min_length=1)
     require_known_asset: bool = True
     respect_change_freeze: bool = True
+    respect_maintenance: bool = True
+
+
+class Compensation(Strict):
+    """The command that undoes a step, run in reverse order when a later step fails for good."""
+
+    executor: str | None = None  # default: the executor of the step it undoes
+    action: Identifier
+    parameters: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(300.0, gt=0, le=86400)
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, value: str | None) -> str | None:
+        if value is not None and value not in EXECUTORS:
+            raise ValueError(f"unknown executor {value!r}; use one of: {', '.join(EXECUTORS)}")
+        return value
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _scalars_as_text(cls, value: Any) -> Any:
+        return _parameters_as_text(value)
 
 
 class Step(Strict):
@@ -99,7 +136,9 @@ class Step(Strict):
     target: str = "{entity}"
     parameters: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(300.0, gt=0, le=86400)
+    retries: int = Field(0, ge=0, le=10)
     depends_on: list[str] = Field(default_factory=list)
+    compensate: Compensation | None = None
 
     @field_validator("executor")
     @classmethod
@@ -111,10 +150,7 @@ class Step(Strict):
     @field_validator("parameters", mode="before")
     @classmethod
     def _scalars_as_text(cls, value: Any) -> Any:
-        # YAML reads `limit: 50` as an int; command parameters are text on the wire.
-        if isinstance(value, Mapping):
-            return {key: _scalar_text(item) for key, item in value.items()}
-        return value
+        return _parameters_as_text(value)
 
     @field_validator("target")
     @classmethod
@@ -133,6 +169,13 @@ TARGET_PLACEHOLDERS = ("entity", "subsystem", "fingerprint")
 _PLACEHOLDER_CHECK = {name: "" for name in TARGET_PLACEHOLDERS}
 
 
+def _parameters_as_text(value: Any) -> Any:
+    # YAML reads `limit: 50` as an int; command parameters are text on the wire.
+    if isinstance(value, Mapping):
+        return {key: _scalar_text(item) for key, item in value.items()}
+    return value
+
+
 def _scalar_text(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -141,16 +184,43 @@ def _scalar_text(value: Any) -> Any:
     return value
 
 
+class RunCap(Strict):
+    """At most `runs` plan runs within any `window`."""
+
+    runs: int = Field(ge=1, le=10_000)
+    window: Duration
+
+    def describe(self) -> str:
+        return f"{self.runs} per {format_duration(self.window)}"
+
+
+class Limits(Strict):
+    """How often the plan may run for one fingerprint and for one target."""
+
+    per_fingerprint: list[RunCap] = Field(default_factory=list)
+    per_target: list[RunCap] = Field(default_factory=list)
+
+
 class PolicyDocument(Strict):
     """A policy as written in config/policies/*.yaml."""
 
     id: Identifier
     description: str = ""
-    mode: Literal["enforce", "shadow"] = "enforce"
+    mode: Literal["enforce", "shadow", "canary"] = "enforce"
+    canary_fraction: float | None = Field(None, gt=0.0, lt=1.0)
     match: Match = Field(default_factory=lambda: Match())
     gates: Gates = Field(default_factory=lambda: Gates())
+    limits: Limits = Field(default_factory=lambda: Limits())
     review_timeout_s: float = Field(1800.0, gt=0, le=7 * 86400)
     plan: list[Step] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _canary_has_fraction(self) -> PolicyDocument:
+        if self.mode == "canary" and self.canary_fraction is None:
+            raise PolicyFieldError("canary_fraction", "mode canary needs canary_fraction, for example 0.1 for 10%")
+        if self.mode != "canary" and self.canary_fraction is not None:
+            raise PolicyFieldError("canary_fraction", f"canary_fraction applies only to mode canary, not {self.mode}")
+        return self
 
     @field_validator("plan")
     @classmethod
@@ -177,24 +247,40 @@ class PolicyDocument(Strict):
 
 def parse_policy(data: Any, source: str) -> PolicyDocument:
     """Validate one policy document; errors name the source, the field and the problem."""
+    if data is None:
+        raise PolicyError(source, "(document)", "the file is empty; a policy needs at least id and plan")
     if not isinstance(data, dict):
         raise PolicyError(source, "(document)", f"expected a mapping of policy fields, got {type(data).__name__}")
     try:
         return PolicyDocument.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(document)"
-        message = first["msg"]
-        if first["type"] == "value_error":
-            message = str(first["ctx"]["error"])  # without pydantic's "Value error, " prefix
-        elif first["type"] == "extra_forbidden":
-            message = f"unknown field; the fields of this section are listed in docs/policies.md ({message})"
-        elif first["type"] == "missing":
-            message = "required field is missing"
-        more = len(exc.errors()) - 1
+        problems = [_describe_error(error) for error in exc.errors()]
+        field, message = problems[0]
+        more = len(problems) - 1
         if more:
             message += f" (and {more} more problem{'s' if more > 1 else ''} in this file)"
-        raise PolicyError(source, field, message) from exc
+        error = PolicyError(source, field, message)
+        error.others = [f"{other_field}: {other_message}" for other_field, other_message in problems[1:]]
+        raise error from exc
+
+
+def _describe_error(error: Any) -> tuple[str, str]:
+    """Return the field path and a plain message for one pydantic error."""
+    field = ".".join(str(part) for part in error["loc"]) or "(document)"
+    message = str(error["msg"])
+    if error["type"] == "policy_field":
+        field = str(error["ctx"]["field"])
+        message = str(error["ctx"]["message"])
+    elif error["type"] == "value_error":
+        message = str(error["ctx"]["error"])  # without pydantic's "Value error, " prefix
+    elif error["type"] == "extra_forbidden":
+        message = f"unknown field; the fields of this section are listed in docs/policies.md ({message})"
+    elif error["type"] == "missing":
+        message = "required field is missing"
+    elif error["type"] == "string_pattern_mismatch":
+        message = (f"invalid name {error.get('input')!r}; use lowercase letters, digits, '.', '_' and '-', "
+                   "starting with a letter or digit")
+    return field, message
 
 
 def load_policy_file(path: Path) -> PolicyDocument:
@@ -211,6 +297,14 @@ def load_policy_file(path: Path) -> PolicyDocument:
 
 def load_policy_files(paths: Iterable[Path]) -> list[PolicyDocument]:
     """Load policy files (a folder stands for its *.yaml and *.yml files); ids must be unique."""
+    return load_policy_set(paths)[0]
+
+
+def load_policy_set(paths: Iterable[Path]) -> tuple[list[PolicyDocument], dict[str, str]]:
+    """Load policy files and check them as a set: unique ids and no ties.
+
+    Returns the documents and, by policy id, the file each came from.
+    """
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -228,7 +322,9 @@ def load_policy_files(paths: Iterable[Path]) -> list[PolicyDocument]:
             raise PolicyError(str(file), "id", f"policy id {document.id!r} is already used by {origin[document.id]}")
         origin[document.id] = file
         documents.append(document)
-    return documents
+    sources = {policy_id: str(path) for policy_id, path in origin.items()}
+    check_ties(documents, sources)
+    return documents, sources
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +362,9 @@ class PolicyIndex:
     def __len__(self) -> int:
         return len(self._ordered)
 
+    def get(self, policy_id: str) -> ActivePolicy | None:
+        return next((policy for policy in self._ordered if policy.policy_id == policy_id), None)
+
     def match(self, signal: AnomalyEvent) -> PolicyMatch | None:
         best: ActivePolicy | None = None
         tied: list[str] = []
@@ -285,3 +384,75 @@ class PolicyIndex:
 
 def policy_from_json(document: str, version: int) -> ActivePolicy:
     return ActivePolicy(PolicyDocument.model_validate(orjson.loads(document)), version)
+
+
+# Overlap checks at publish time
+
+
+def _literal_prefix(pattern: str) -> str:
+    for index, char in enumerate(pattern):
+        if char in "*?[":
+            return pattern[:index]
+    return pattern
+
+
+def _literal_suffix(pattern: str) -> str:
+    for index in range(len(pattern) - 1, -1, -1):
+        if pattern[index] in "*?]":
+            return pattern[index + 1:]
+    return pattern
+
+
+def patterns_may_overlap(first: str, second: str) -> bool:
+    """Tell whether some text could match both shell-style patterns.
+
+    Exact when at least one pattern has no wildcard. For two patterns with
+    wildcards it compares their literal prefixes and suffixes, so it may report
+    an overlap that no text produces (for example `a*b*c` and `a*d*c`), never
+    miss one.
+    """
+    if not _is_glob(first):
+        return fnmatchcase(first, second)
+    if not _is_glob(second):
+        return fnmatchcase(second, first)
+    prefix_a, prefix_b = _literal_prefix(first), _literal_prefix(second)
+    suffix_a, suffix_b = _literal_suffix(first), _literal_suffix(second)
+    prefixes_agree = prefix_a.startswith(prefix_b) or prefix_b.startswith(prefix_a)
+    suffixes_agree = suffix_a.endswith(suffix_b) or suffix_b.endswith(suffix_a)
+    return prefixes_agree and suffixes_agree
+
+
+def matches_may_overlap(first: Match, second: Match) -> bool:
+    """Tell whether one signal could match both selectors."""
+    for patterns_a, patterns_b in ((first.anomaly_types, second.anomaly_types), (first.subsystems, second.subsystems)):
+        if not any(patterns_may_overlap(a, b) for a in patterns_a for b in patterns_b):
+            return False
+    if not set(first.severities) & set(second.severities):
+        return False
+    for name in first.labels.keys() & second.labels.keys():
+        if not patterns_may_overlap(first.labels[name], second.labels[name]):
+            return False
+    return True
+
+
+def check_ties(documents: Iterable[PolicyDocument], sources: Mapping[str, str]) -> None:
+    """Reject two policies that could match the same signal with the same specificity.
+
+    `sources` names where each policy id comes from (a file, or the policies
+    topic for published policies), for the error message.
+    """
+    ordered = sorted(documents, key=lambda document: document.id)
+    for index, first in enumerate(ordered):
+        for second in ordered[index + 1:]:
+            if first.match.specificity() != second.match.specificity():
+                continue
+            if matches_may_overlap(first.match, second.match):
+                culprit = first if sources.get(first.id, "").endswith((".yaml", ".yml")) else second
+                other = second if culprit is first else first
+                raise PolicyError(
+                    sources.get(culprit.id, culprit.id),
+                    "match",
+                    f"policy {culprit.id!r} can match the same signals as policy {other.id!r} "
+                    f"({sources.get(other.id, other.id)}) with the same specificity, so neither would win; "
+                    "make one of them more specific, for example with a label or a narrower subsystem",
+                )

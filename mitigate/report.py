@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections import Counter
@@ -166,7 +167,7 @@ def print_summary(tally: Tally, out: TextIO) -> bool:
         f"  commands          {commands:>6}  ({_breakdown(tally.commands)})",
         f"  review requests   {tally.reviews:>6}",
         f"  check: each anomaly has one decision or dead letter: {_verdict(all_accounted)} "
-        f"({tally.anomalies} = {decisions} + {dead_letters})",
+        f"({tally.anomalies} {'=' if all_accounted else '!='} {decisions} + {dead_letters})",
         f"  check: commands named by decisions are on the action topics: {_verdict(commands_consistent)} "
         f"({len(tally.named_command_ids)} named, {len(tally.seen_command_ids)} found)",
         f"  check: one review request per review decision: {_verdict(reviews_consistent)} "
@@ -196,9 +197,10 @@ def follow(bootstrap_servers: str, topology: Topology, codec: AvroCodec, out: Te
     finally:
         follower.close()
     if not finished:
-        out.write(
-            f"timed out after {timeout_s:.0f} s with {follower.tally.accounted} of "
-            f"{follower.tally.anomalies} anomalies accounted for; is the worker running?\n"
+        print(
+            f"mitigate: error: timed out after {timeout_s:.0f} s with {follower.tally.accounted} of "
+            f"{follower.tally.anomalies} anomalies accounted for; is the worker running?",
+            file=sys.stderr,
         )
     consistent = print_summary(follower.tally, out)
     return finished and consistent
