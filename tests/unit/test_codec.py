@@ -20,6 +20,10 @@ from fastavro.schema import SchemaParseException
 from mitigate.codec import AvroCodec, create_registry_client
 from mitigate.errors import DecodeError, EncodeError
 from mitigate.models import (
+    ActionResult,
+    MaintenanceWindow,
+    Signal,
+    Silence,
     ActionCommand,
     AssetSnapshot,
     AvroModel,
@@ -153,6 +157,15 @@ SAMPLE_RECORDS: list[AvroModel] = [
                      depends_on=["rollback-config"]),
         ],
     ),
+    Signal(event=anomaly_event(), trace_id="0af7651916cd43dd8448eb211c80319c", lineage=LINEAGE,
+           asset=asset_context(maintenance_windows=[MaintenanceWindow(start=NOW, end=NOW + timedelta(hours=2),
+                                                                      reason="pump replacement")])),
+    ActionResult(command_id="c1", idempotency_key="k1", decision_id="d1", incident_id="i1",
+                 trace_id="0af7651916cd43dd8448eb211c80319c", executor="ticket", step_id="open-ticket",
+                 status="failed", reason="queue not found", finished_at=NOW, output={"http_status": "404"}),
+    Silence(silence_id="s1", matchers={"subsystem": "industrial/*", "labels.metric": "machine_temperature"},
+            starts_at=NOW, ends_at=NOW + timedelta(hours=1), author="alice", reason="sensor recalibration",
+            created_at=NOW),
 ]
 SAMPLE_IDS = [type(record).__name__ for record in SAMPLE_RECORDS]
 
@@ -373,7 +386,7 @@ def evolved_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "schemas"
     shutil.copytree(SCHEMA_DIR, folder)
     current = json.loads((folder / "AnomalyEvent.avsc").read_text(encoding="utf-8"))
-    (folder / "history").mkdir()
+    (folder / "history").mkdir(exist_ok=True)
 
     without_annotations = dict(current, fields=[f for f in current["fields"] if f["name"] != "annotations"])
     (folder / "history" / "AnomalyEvent-1.avsc").write_text(json.dumps(without_annotations), encoding="utf-8")

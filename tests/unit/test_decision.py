@@ -7,10 +7,18 @@ from typing import Any
 
 import pytest
 
-from mitigate.decision import Decider, Decision, evaluate_gates, risk_score, stable_id
-from mitigate.enrichment import Enriched, enrich
+from mitigate.decision import Decider, Decision, IncidentView, canary_bucket, evaluate_gates, risk_score, stable_id
+from mitigate.enrichment import enrich
 from mitigate.intake import Accepted, SourceMessage
-from mitigate.models import AnomalyEvent, AssetContext, GateResult, PlanStep, ReviewRequest
+from mitigate.models import (
+    AnomalyEvent,
+    AssetContext,
+    GateResult,
+    MaintenanceWindow,
+    PlanStep,
+    ReviewRequest,
+    Signal,
+)
 from mitigate.policy import ActivePolicy, Gates, PolicyDocument, PolicyIndex
 from tests.unit.builders import NOW, active_policy, anomaly_event, asset_context
 
@@ -24,7 +32,7 @@ WRITER_SCHEMA = "fingerprint:2a11a66bf2fb32de"
 COOLING = PolicyIndex([active_policy(version=3)])
 
 
-def enriched(event: AnomalyEvent | None = None, asset: AssetContext | None = KNOWN_ASSET) -> Enriched:
+def enriched(event: AnomalyEvent | None = None, asset: AssetContext | None = KNOWN_ASSET) -> Signal:
     event = event if event is not None else anomaly_event()
     message = SourceMessage("anomalies", 1, 100, NOW, event.entity.encode(), b"\xc3\x01", ())
     return enrich(message, Accepted(event, WRITER_SCHEMA), asset, ingest_time=NOW, pipeline_version="0.1.0")
@@ -164,6 +172,7 @@ def test_passing_gates_listed() -> None:
         GateResult(name="known-asset", passed=True, value="known", threshold="known"),
         GateResult(name="environment", passed=True, value="production", threshold="in [production]"),
         GateResult(name="change-freeze", passed=True, value="not frozen", threshold="not frozen"),
+        GateResult(name="maintenance-window", passed=True, value="none in progress", threshold="none in progress"),
     ]
 
 
@@ -183,12 +192,16 @@ def test_failed_confidence_text_below_threshold() -> None:
 @pytest.mark.parametrize(
     ("gates", "names"),
     [
-        (Gates(), ["min-confidence", "approval-severity", "known-asset", "change-freeze"]),
-        (Gates(require_known_asset=False, respect_change_freeze=False), ["min-confidence", "approval-severity"]),
+        (Gates(), ["min-confidence", "approval-severity", "known-asset", "change-freeze", "maintenance-window"]),
+        (Gates(require_known_asset=False, respect_change_freeze=False, respect_maintenance=False),
+         ["min-confidence", "approval-severity"]),
         (Gates(environments=["production", "staging"]),
-         ["min-confidence", "approval-severity", "known-asset", "environment", "change-freeze"]),
+         ["min-confidence", "approval-severity", "known-asset", "environment", "change-freeze", "maintenance-window"]),
+        (Gates(max_criticality="high"),
+         ["min-confidence", "approval-severity", "known-asset", "max-criticality", "change-freeze",
+          "maintenance-window"]),
     ],
-    ids=["defaults", "asset-gates-off", "environments-listed"],
+    ids=["defaults", "asset-gates-off", "environments-listed", "max-criticality-set"],
 )
 def test_gates_evaluated_per_policy(gates: Gates, names: list[str]) -> None:
     assert [gate.name for gate in evaluate_gates(gates, anomaly_event(), KNOWN_ASSET)] == names
@@ -198,6 +211,83 @@ def test_no_approval_severities() -> None:
     gates = evaluate_gates(Gates(require_approval_for=[]), anomaly_event(severity="critical"), KNOWN_ASSET)
 
     assert gates[1] == GateResult(name="approval-severity", passed=True, value="critical", threshold="not in []")
+
+
+PUMP_SWAP = MaintenanceWindow(start=NOW - timedelta(hours=1), end=NOW + timedelta(hours=1), reason="pump swap")
+
+
+@pytest.mark.parametrize(
+    ("window", "passed"),
+    [
+        (PUMP_SWAP, False),
+        (MaintenanceWindow(start=NOW, end=NOW + timedelta(hours=1)), False),
+        (MaintenanceWindow(start=NOW - timedelta(hours=1), end=NOW), True),
+        (MaintenanceWindow(start=NOW + timedelta(seconds=1), end=NOW + timedelta(hours=1)), True),
+    ],
+    ids=["in-window", "starts-now", "ended-now", "starts-later"],
+)
+def test_maintenance_window_bounds(window: MaintenanceWindow, passed: bool) -> None:
+    gates = evaluate_gates(Gates(), anomaly_event(), asset_context(maintenance_windows=[window]), NOW)
+
+    assert gates[-1].name == "maintenance-window"
+    assert gates[-1].passed is passed
+
+
+def test_maintenance_window_failed_text() -> None:
+    record = decide(asset=asset_context(maintenance_windows=[PUMP_SWAP])).record
+
+    assert [gate for gate in record.gates if not gate.passed] == [
+        GateResult(
+            name="maintenance-window",
+            passed=False,
+            value=f"in window {PUMP_SWAP.start.isoformat()} to {PUMP_SWAP.end.isoformat()} (pump swap)",
+            threshold="none in progress",
+        )
+    ]
+
+
+def test_maintenance_window_sends_review() -> None:
+    record = decide(asset=asset_context(maintenance_windows=[PUMP_SWAP])).record
+
+    assert record.outcome == "review"
+    assert record.reason_code == "gate-failed"
+
+
+def test_maintenance_gate_uses_decision_time() -> None:
+    later = asset_context(maintenance_windows=[MaintenanceWindow(start=NOW + timedelta(hours=1),
+                                                                 end=NOW + timedelta(hours=2))])
+
+    assert decide(asset=later, now=NOW + timedelta(minutes=90)).record.outcome == "review"
+
+
+# (case, max_criticality, asset, expected gate)
+CRITICALITY_CASES = [
+    ("below-limit", "high", asset_context(criticality="medium"),
+     GateResult(name="max-criticality", passed=True, value="medium", threshold="<= high")),
+    ("at-limit", "high", asset_context(criticality="high"),
+     GateResult(name="max-criticality", passed=True, value="high", threshold="<= high")),
+    ("above-limit", "medium", asset_context(criticality="high"),
+     GateResult(name="max-criticality", passed=False, value="high", threshold="<= medium")),
+    ("unknown-asset", "high", None,
+     GateResult(name="max-criticality", passed=False, value="unknown (counts as critical)", threshold="<= high")),
+]
+
+
+@pytest.mark.parametrize(
+    ("limit", "asset", "expected"),
+    [case[1:] for case in CRITICALITY_CASES],
+    ids=[case[0] for case in CRITICALITY_CASES],
+)
+def test_max_criticality_gate(limit: str, asset: AssetContext | None, expected: GateResult) -> None:
+    gates = evaluate_gates(Gates(max_criticality=limit), anomaly_event(), asset)
+
+    assert [gate for gate in gates if gate.name == "max-criticality"] == [expected]
+
+
+def test_critical_limit_adds_no_gate() -> None:
+    gates = evaluate_gates(Gates(max_criticality="critical"), anomaly_event(), KNOWN_ASSET)
+
+    assert "max-criticality" not in [gate.name for gate in gates]
 
 
 # Commands of an auto decision
@@ -217,7 +307,7 @@ def test_auto_record_lists_commands() -> None:
 
 def test_auto_reason_names_waiting_steps() -> None:
     assert decide().record.reason == (
-        "all 5 gates passed; sent 2 commands: demo-target/rollback-config, ticket/open-ticket; "
+        "all 6 gates passed; sent 2 commands: demo-target/rollback-config, ticket/open-ticket; "
         "steps waiting for results: verify"
     )
 
@@ -226,7 +316,7 @@ def test_auto_without_dependencies_reason() -> None:
     policy = active_policy(plan=[{"id": "notify", "executor": "ticket", "action": "open-ticket"}])
 
     assert decide(policies=PolicyIndex([policy])).record.reason == (
-        "all 5 gates passed; sent 1 commands: ticket/open-ticket"
+        "all 6 gates passed; sent 1 command: ticket/open-ticket"
     )
 
 
@@ -503,3 +593,64 @@ def test_shadow_failing_gates_no_review() -> None:
     assert decision.record.reason == (
         "policy in shadow mode; would ask for review, gates failed: min-confidence 0.5 (needs >= 0.99)"
     )
+
+
+# Canary mode: an incident's bucket in [0, 1) below canary_fraction is enforced, the rest is shadowed
+
+CANARY_INCIDENT = IncidentView(incident_id="incident-canary", signals=1, first_seen=NOW, last_seen=NOW)
+CANARY_BUCKET = canary_bucket(CANARY_INCIDENT.incident_id)
+
+
+def decide_canary(fraction: float, incident: IncidentView | None = CANARY_INCIDENT) -> Decision:
+    policies = PolicyIndex([active_policy(mode="canary", canary_fraction=fraction)])
+    decider = Decider(default_review_timeout=DEFAULT_REVIEW_TIMEOUT)
+    return decider.decide(enriched(), policies, NOW, incident)
+
+
+def test_canary_bucket_in_range() -> None:
+    assert 0.0 <= CANARY_BUCKET < 1.0
+
+
+def test_canary_bucket_stable() -> None:
+    assert canary_bucket("incident-canary") == CANARY_BUCKET
+
+
+def test_canary_bucket_differs_by_incident() -> None:
+    assert canary_bucket("incident-other") != CANARY_BUCKET
+
+
+def test_canary_below_fraction_enforced() -> None:
+    decision = decide_canary((CANARY_BUCKET + 1) / 2)
+
+    assert decision.record.outcome == "auto"
+    assert len(decision.commands) == 2
+
+
+def test_canary_at_fraction_shadowed() -> None:
+    decision = decide_canary(CANARY_BUCKET)
+
+    assert decision.record.outcome == "shadow"
+    assert decision.commands == ()
+
+
+def test_canary_enforced_reason() -> None:
+    fraction = (CANARY_BUCKET + 1) / 2
+
+    assert decide_canary(fraction).record.reason == (
+        f"canary: enforced for this incident (bucket {CANARY_BUCKET:.4f} < {fraction:g}); "
+        "all 6 gates passed; sent 2 commands: demo-target/rollback-config, ticket/open-ticket; "
+        "steps waiting for results: verify"
+    )
+
+
+def test_canary_shadow_reason() -> None:
+    assert decide_canary(CANARY_BUCKET).record.reason == (
+        f"canary: shadow for this incident (bucket {CANARY_BUCKET:.4f} >= {CANARY_BUCKET:g}); "
+        "would send 2 commands: demo-target/rollback-config, ticket/open-ticket"
+    )
+
+
+def test_canary_without_incident_uses_event() -> None:
+    event_bucket = canary_bucket(anomaly_event().event_id)
+
+    assert decide_canary(event_bucket, incident=None).record.outcome == "shadow"

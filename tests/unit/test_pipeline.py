@@ -1,4 +1,4 @@
-"""Unit tests for mitigate.pipeline: one message through intake, enrich, decide and encode, with no broker."""
+"""Unit tests for mitigate.pipeline: intake and enrich in Pipeline, correlate and decide in DecisionStage, no broker."""
 
 from __future__ import annotations
 
@@ -8,18 +8,39 @@ from typing import Any
 
 import pytest
 
+from mitigate.automation import AutomationSettings
 from mitigate.codec import AvroCodec
+from mitigate.correlation import IncidentEngine
 from mitigate.decision import Decider, Decision
 from mitigate.intake import DetectorCatalog, Intake, SourceMessage
-from mitigate.models import ActionCommand, AssetContext, AvroModel, DeadLetter, DecisionRecord, ReviewRequest
-from mitigate.pipeline import Processed, Pipeline
+from mitigate.limits import ShardedBreaker
+from mitigate.models import (
+    ActionCommand,
+    AssetContext,
+    AvroModel,
+    DeadLetter,
+    DecisionRecord,
+    ReviewRequest,
+    Signal,
+    Silence,
+)
+from mitigate.pipeline import DecisionStage, Outgoing, Pipeline, Processed
 from mitigate.policy import ActivePolicy, PolicyIndex, load_policy_files
 from mitigate.schemas import SchemaRepository
 from mitigate.topology import Topology
-from tests.unit.builders import DETECTORS_FILE, NOW, POLICY_DIR, SCHEMA_DIR, anomaly_event, asset_context
+from tests.unit.builders import (
+    CONFIG_DIR,
+    DETECTORS_FILE,
+    NOW,
+    POLICY_DIR,
+    SCHEMA_DIR,
+    anomaly_event,
+    asset_context,
+)
 
 TOPOLOGY = Topology(prefix="unit.")
 SCHEMA_OF_TOPIC: dict[str, type[AvroModel]] = {
+    "unit.signals": Signal,
     "unit.actions.demo-target": ActionCommand,
     "unit.actions.ticket": ActionCommand,
     "unit.reviews.requests": ReviewRequest,
@@ -27,6 +48,7 @@ SCHEMA_OF_TOPIC: dict[str, type[AvroModel]] = {
     "unit.anomalies.dead-letter": DeadLetter,
 }
 GARBAGE = b'{"entity": "machine-temperature-01", "severity": "high"}'
+PIPELINE_VERSION = "0.1.0-unit"
 
 
 class Recorder:
@@ -47,9 +69,28 @@ class Recorder:
         return self.assets.get(entity)
 
 
+class TwoSteps:
+    """Both steps as the worker runs them: Pipeline output goes to the signals topic, which DecisionStage reads."""
+
+    def __init__(self, pipeline: Pipeline, stage: DecisionStage, breaker: ShardedBreaker) -> None:
+        self.pipeline = pipeline
+        self.stage = stage
+        self.breaker = breaker
+
+    def run(self, message: SourceMessage) -> Processed:
+        (sent,) = self.pipeline.process(message).messages
+        assert sent.topic == "unit.signals"
+        return self.stage.process(signal_message(sent), self.breaker)
+
+
 @pytest.fixture(scope="module")
 def codec() -> AvroCodec:
     return AvroCodec(SchemaRepository(SCHEMA_DIR))
+
+
+@pytest.fixture(scope="module")
+def automation() -> AutomationSettings:
+    return AutomationSettings.load(CONFIG_DIR / "automation.yaml")
 
 
 @pytest.fixture
@@ -69,12 +110,44 @@ def pipeline(codec: AvroCodec, tables: Recorder) -> Pipeline:
             max_future_skew=timedelta(minutes=5),
             max_event_age=timedelta(days=1),
         ),
-        decider=Decider(default_review_timeout=timedelta(minutes=30)),
-        policies=tables.policies,
         assets=tables.asset,
         clock=lambda: NOW,
-        pipeline_version="0.1.0-unit",
+        pipeline_version=PIPELINE_VERSION,
     )
+
+
+def decision_stage(
+    codec: AvroCodec, tables: Recorder, automation: AutomationSettings, silences: list[Silence] | None = None
+) -> DecisionStage:
+    """A DecisionStage whose incident engine keeps its state in fresh dicts."""
+    engine = IncidentEngine(
+        settings=automation,
+        decider=Decider(default_review_timeout=timedelta(minutes=30)),
+        policies=tables.policies,
+        silences=lambda: list(silences or []),
+        incidents={},
+        fingerprints={},
+        budgets={},
+        runs={},
+    )
+    return DecisionStage(
+        topology=TOPOLOGY, codec=codec, engine=engine, clock=lambda: NOW, pipeline_version=PIPELINE_VERSION
+    )
+
+
+@pytest.fixture
+def stage(codec: AvroCodec, tables: Recorder, automation: AutomationSettings) -> DecisionStage:
+    return decision_stage(codec, tables, automation)
+
+
+@pytest.fixture
+def breaker(automation: AutomationSettings) -> ShardedBreaker:
+    return ShardedBreaker(automation.circuit_breaker, {}, "signals:1")
+
+
+@pytest.fixture
+def two_steps(pipeline: Pipeline, stage: DecisionStage, breaker: ShardedBreaker) -> TwoSteps:
+    return TwoSteps(pipeline, stage, breaker)
 
 
 def message(value: bytes | None, headers: tuple[tuple[str, bytes | None], ...] = (), offset: int = 17) -> SourceMessage:
@@ -84,6 +157,15 @@ def message(value: bytes | None, headers: tuple[tuple[str, bytes | None], ...] =
 
 def event_message(codec: AvroCodec, headers: tuple[tuple[str, bytes | None], ...] = (), **changes: Any) -> SourceMessage:
     return message(codec.encode("AnomalyEvent", anomaly_event(**changes).to_avro()), headers)
+
+
+def signal_message(sent: Outgoing, offset: int = 40) -> SourceMessage:
+    """The message DecisionStage consumes after Pipeline produced `sent`."""
+    return SourceMessage(sent.topic, 1, offset, NOW, sent.key, sent.value, sent.headers)
+
+
+def raw_signal_message(value: bytes | None, offset: int = 40) -> SourceMessage:
+    return SourceMessage("unit.signals", 1, offset, NOW, b"industrial/cooling", value, ())
 
 
 def decided(outcome: Processed) -> Decision:
@@ -98,11 +180,60 @@ def decode_all(codec: AvroCodec, outcome: Processed) -> list[Any]:
     ]
 
 
+# The first step: a good event becomes one Signal on the signals topic
+
+
+def test_signal_one_message(pipeline: Pipeline, codec: AvroCodec) -> None:
+    outcome = pipeline.process(event_message(codec))
+
+    assert [sent.topic for sent in outcome.messages] == ["unit.signals"]
+
+
+def test_signal_keyed_by_subsystem(pipeline: Pipeline, codec: AvroCodec) -> None:
+    (sent,) = pipeline.process(event_message(codec, subsystem="industrial/pumps")).messages
+
+    assert sent.key == b"industrial/pumps"
+
+
+def test_signal_value_decodes(pipeline: Pipeline, codec: AvroCodec) -> None:
+    outcome = pipeline.process(event_message(codec))
+
+    assert decode_all(codec, outcome) == [outcome.signal]
+
+
+def test_signal_carries_event(pipeline: Pipeline, codec: AvroCodec) -> None:
+    outcome = pipeline.process(event_message(codec))
+
+    assert outcome.signal is not None
+    assert outcome.signal.event == anomaly_event()
+
+
+def test_signal_carries_asset(pipeline: Pipeline, codec: AvroCodec) -> None:
+    outcome = pipeline.process(event_message(codec))
+
+    assert outcome.signal is not None
+    assert outcome.signal.asset == asset_context()
+
+
+def test_signal_unknown_asset_empty(pipeline: Pipeline, codec: AvroCodec) -> None:
+    outcome = pipeline.process(event_message(codec, entity="machine-temperature-99"))
+
+    assert outcome.signal is not None
+    assert outcome.signal.asset is None
+
+
+def test_first_step_decides_nothing(pipeline: Pipeline, codec: AvroCodec) -> None:
+    outcome = pipeline.process(event_message(codec))
+
+    assert outcome.decision is None
+    assert outcome.rejection is None
+
+
 # A good event that the shipped policy machine-temperature-high acts on
 
 
-def test_good_event_topics_in_order(pipeline: Pipeline, codec: AvroCodec) -> None:
-    outcome = pipeline.process(event_message(codec))
+def test_good_event_topics_in_order(two_steps: TwoSteps, codec: AvroCodec) -> None:
+    outcome = two_steps.run(event_message(codec))
 
     assert [sent.topic for sent in outcome.messages] == [
         "unit.actions.demo-target",
@@ -112,70 +243,141 @@ def test_good_event_topics_in_order(pipeline: Pipeline, codec: AvroCodec) -> Non
     ]
 
 
-def test_good_event_decided_auto(pipeline: Pipeline, codec: AvroCodec) -> None:
-    outcome = pipeline.process(event_message(codec))
+def test_good_event_decided_auto(two_steps: TwoSteps, codec: AvroCodec) -> None:
+    outcome = two_steps.run(event_message(codec))
 
     assert decided(outcome).record.outcome == "auto"
     assert outcome.rejection is None
 
 
-def test_good_event_values_decode(pipeline: Pipeline, codec: AvroCodec) -> None:
-    outcome = pipeline.process(event_message(codec))
+def test_good_event_values_decode(two_steps: TwoSteps, codec: AvroCodec) -> None:
+    outcome = two_steps.run(event_message(codec))
 
     assert decode_all(codec, outcome) == [*decided(outcome).commands, decided(outcome).record]
 
 
-def test_good_event_keys(pipeline: Pipeline, codec: AvroCodec) -> None:
-    outcome = pipeline.process(event_message(codec))
+def test_good_event_keys(two_steps: TwoSteps, codec: AvroCodec) -> None:
+    outcome = two_steps.run(event_message(codec))
 
     assert [sent.key for sent in outcome.messages] == [b"machine-temperature-01"] * 4
 
 
-def test_trace_header_from_producer(pipeline: Pipeline, codec: AvroCodec) -> None:
-    outcome = pipeline.process(event_message(codec, headers=(("trace-id", b"4bf92f3577b34da6"),)))
+def test_good_event_opens_incident(two_steps: TwoSteps, codec: AvroCodec) -> None:
+    record = decided(two_steps.run(event_message(codec))).record
 
-    assert [sent.headers for sent in outcome.messages] == [(("trace-id", b"4bf92f3577b34da6"),)] * 4
+    assert record.incident_id is not None
+    assert record.incident_signals == 1
 
 
-def test_trace_id_in_records(pipeline: Pipeline, codec: AvroCodec) -> None:
-    outcome = pipeline.process(event_message(codec, headers=(("trace-id", b"4bf92f3577b34da6"),)))
+def test_commands_name_incident(two_steps: TwoSteps, codec: AvroCodec) -> None:
+    decision = decided(two_steps.run(event_message(codec)))
+
+    assert {command.incident_id for command in decision.commands} == {decision.record.incident_id}
+
+
+def test_trace_header_from_producer(pipeline: Pipeline, stage: DecisionStage, breaker: ShardedBreaker,
+                                    codec: AvroCodec) -> None:
+    first = pipeline.process(event_message(codec, headers=(("trace-id", b"4bf92f3577b34da6"),)))
+    (sent,) = first.messages
+    second = stage.process(signal_message(sent), breaker)
+
+    assert sent.headers == (("trace-id", b"4bf92f3577b34da6"),)
+    assert [sent.headers for sent in second.messages] == [(("trace-id", b"4bf92f3577b34da6"),)] * 4
+
+
+def test_trace_id_in_records(two_steps: TwoSteps, codec: AvroCodec) -> None:
+    outcome = two_steps.run(event_message(codec, headers=(("trace-id", b"4bf92f3577b34da6"),)))
 
     assert {record.trace_id for record in decode_all(codec, outcome)} == {"4bf92f3577b34da6"}
 
 
-def test_derived_trace_header_shared(pipeline: Pipeline, codec: AvroCodec) -> None:
-    outcome = pipeline.process(event_message(codec))
+def test_derived_trace_header_shared(two_steps: TwoSteps, codec: AvroCodec) -> None:
+    outcome = two_steps.run(event_message(codec))
     trace_id = decided(outcome).record.trace_id.encode()
 
     assert [sent.headers for sent in outcome.messages] == [(("trace-id", trace_id),)] * 4
 
 
-def test_replay_gives_same_messages(pipeline: Pipeline, codec: AvroCodec) -> None:
+def test_signal_trace_header_derived(pipeline: Pipeline, codec: AvroCodec) -> None:
+    outcome = pipeline.process(event_message(codec))
+    (sent,) = outcome.messages
+
+    assert outcome.signal is not None
+    assert sent.headers == (("trace-id", outcome.signal.trace_id.encode()),)
+
+
+def test_replay_gives_same_signal(pipeline: Pipeline, codec: AvroCodec) -> None:
     first = pipeline.process(event_message(codec))
     again = pipeline.process(event_message(codec))
 
     assert again.messages == first.messages
 
 
-def test_clock_stamps_decision(pipeline: Pipeline, codec: AvroCodec) -> None:
-    record = decided(pipeline.process(event_message(codec))).record
+def test_replay_into_fresh_stores(pipeline: Pipeline, codec: AvroCodec, tables: Recorder,
+                                  automation: AutomationSettings) -> None:
+    (sent,) = pipeline.process(event_message(codec)).messages
+    first = decision_stage(codec, tables, automation).process(
+        signal_message(sent), ShardedBreaker(automation.circuit_breaker, {}, "signals:1")
+    )
+    again = decision_stage(codec, tables, automation).process(
+        signal_message(sent), ShardedBreaker(automation.circuit_breaker, {}, "signals:1")
+    )
 
-    assert record.decided_at == NOW
+    assert again.messages == first.messages
+
+
+def test_redelivery_counted_as_duplicate(pipeline: Pipeline, stage: DecisionStage, breaker: ShardedBreaker,
+                                         codec: AvroCodec) -> None:
+    # The same Signal delivered twice to one DecisionStage (after a crash before the
+    # offset commit) must not send the commands twice.
+    (sent,) = pipeline.process(event_message(codec)).messages
+    stage.process(signal_message(sent), breaker)
+    again = stage.process(signal_message(sent), breaker)
+
+    assert decided(again).record.reason_code == "duplicate"
+    assert decided(again).commands == ()
+
+
+def test_clock_stamps_ingest_time(two_steps: TwoSteps, codec: AvroCodec) -> None:
+    record = decided(two_steps.run(event_message(codec, event_time=NOW - timedelta(minutes=2)))).record
+
     assert record.lineage.ingest_time == NOW
 
 
-def test_lineage_names_source(pipeline: Pipeline, codec: AvroCodec) -> None:
-    lineage = decided(pipeline.process(event_message(codec))).record.lineage
+def test_event_time_stamps_decision(two_steps: TwoSteps, codec: AvroCodec) -> None:
+    # The decide step runs on event time, so that a replay decides as the live run did.
+    record = decided(two_steps.run(event_message(codec, event_time=NOW - timedelta(minutes=2)))).record
+
+    assert record.decided_at == NOW - timedelta(minutes=2)
+
+
+def test_lineage_names_source(two_steps: TwoSteps, codec: AvroCodec) -> None:
+    lineage = decided(two_steps.run(event_message(codec))).record.lineage
 
     assert (lineage.source_topic, lineage.source_partition, lineage.source_offset) == ("unit.anomalies", 2, 17)
     assert lineage.pipeline_version == "0.1.0-unit"
 
 
-def test_tables_asked_once(pipeline: Pipeline, codec: AvroCodec, tables: Recorder) -> None:
-    pipeline.process(event_message(codec))
+def test_tables_asked_once(two_steps: TwoSteps, codec: AvroCodec, tables: Recorder) -> None:
+    two_steps.run(event_message(codec))
 
     assert tables.asset_requests == ["machine-temperature-01"]
-    assert tables.policy_calls == 1
+
+
+def test_first_step_skips_policies(pipeline: Pipeline, codec: AvroCodec, tables: Recorder) -> None:
+    pipeline.process(event_message(codec))
+
+    assert tables.policy_calls == 0
+
+
+def test_decision_stage_skips_assets(pipeline: Pipeline, stage: DecisionStage, breaker: ShardedBreaker,
+                                     codec: AvroCodec, tables: Recorder) -> None:
+    (sent,) = pipeline.process(event_message(codec)).messages
+    tables.asset_requests.clear()
+
+    stage.process(signal_message(sent), breaker)
+
+    assert tables.asset_requests == []
 
 
 # Events that end in review, shadow or suppress
@@ -193,8 +395,8 @@ OTHER_OUTCOMES = [
 @pytest.mark.parametrize(
     ("changes", "topics"), [(case[1], case[2]) for case in OTHER_OUTCOMES], ids=[case[0] for case in OTHER_OUTCOMES]
 )
-def test_outcome_topics(pipeline: Pipeline, codec: AvroCodec, changes: dict[str, Any], topics: list[str]) -> None:
-    outcome = pipeline.process(event_message(codec, **changes))
+def test_outcome_topics(two_steps: TwoSteps, codec: AvroCodec, changes: dict[str, Any], topics: list[str]) -> None:
+    outcome = two_steps.run(event_message(codec, **changes))
 
     assert [sent.topic for sent in outcome.messages] == topics
 
@@ -202,22 +404,42 @@ def test_outcome_topics(pipeline: Pipeline, codec: AvroCodec, changes: dict[str,
 @pytest.mark.parametrize(
     ("changes", "expected"), [(case[1], case[3]) for case in OTHER_OUTCOMES], ids=[case[0] for case in OTHER_OUTCOMES]
 )
-def test_outcome_recorded(pipeline: Pipeline, codec: AvroCodec, changes: dict[str, Any], expected: str) -> None:
-    outcome = pipeline.process(event_message(codec, **changes))
+def test_outcome_recorded(two_steps: TwoSteps, codec: AvroCodec, changes: dict[str, Any], expected: str) -> None:
+    outcome = two_steps.run(event_message(codec, **changes))
 
     assert decode_all(codec, outcome)[-1].outcome == expected
 
 
-def test_review_message_decodes(pipeline: Pipeline, codec: AvroCodec) -> None:
-    outcome = pipeline.process(event_message(codec, confidence=0.6))
+def test_review_message_decodes(two_steps: TwoSteps, codec: AvroCodec) -> None:
+    outcome = two_steps.run(event_message(codec, confidence=0.6))
 
     assert decode_all(codec, outcome)[0] == decided(outcome).review
 
 
-def test_review_keyed_by_entity(pipeline: Pipeline, codec: AvroCodec) -> None:
-    outcome = pipeline.process(event_message(codec, confidence=0.6))
+def test_review_keyed_by_entity(two_steps: TwoSteps, codec: AvroCodec) -> None:
+    outcome = two_steps.run(event_message(codec, confidence=0.6))
 
     assert [sent.key for sent in outcome.messages] == [b"machine-temperature-01"] * 2
+
+
+def test_silenced_only_decision(pipeline: Pipeline, codec: AvroCodec, tables: Recorder,
+                                automation: AutomationSettings, breaker: ShardedBreaker) -> None:
+    silence = Silence(
+        silence_id="silence-1",
+        matchers={"subsystem": "industrial/*"},
+        starts_at=NOW - timedelta(hours=1),
+        ends_at=NOW + timedelta(hours=1),
+        author="operator",
+        reason="planned maintenance",
+        created_at=NOW - timedelta(hours=1),
+    )
+    stage = decision_stage(codec, tables, automation, [silence])
+    (sent,) = pipeline.process(event_message(codec)).messages
+
+    outcome = stage.process(signal_message(sent), breaker)
+
+    assert [sent.topic for sent in outcome.messages] == ["unit.decisions"]
+    assert decided(outcome).record.silence_id == "silence-1"
 
 
 # Rejected input
@@ -270,6 +492,7 @@ def test_garbage_outcome_fields(pipeline: Pipeline) -> None:
     outcome = pipeline.process(message(GARBAGE))
 
     assert outcome.decision is None
+    assert outcome.signal is None
     assert outcome.rejection is not None
     assert outcome.rejection.reason_code == "unknown-wire-format"
 
@@ -286,7 +509,9 @@ def test_garbage_logged(pipeline: Pipeline, caplog: pytest.LogCaptureFixture) ->
         pipeline.process(message(GARBAGE))
 
     (entry,) = caplog.records
-    assert entry.getMessage().startswith("dead letter reason=unknown-wire-format source=unit.anomalies[2]@17 trace_id=")
+    assert entry.getMessage().startswith(
+        "dead letter stage=intake reason=unknown-wire-format source=unit.anomalies[2]@17 trace_id="
+    )
 
 
 @pytest.mark.parametrize(
@@ -313,3 +538,61 @@ def test_dead_letter_ids_differ_by_offset(pipeline: Pipeline, codec: AvroCodec) 
     (second,) = decode_all(codec, pipeline.process(message(GARBAGE, offset=2)))
 
     assert first.dead_letter_id != second.dead_letter_id
+
+
+# Input on the signals topic that is not a Signal
+
+
+def test_bad_signal_one_dead_letter(stage: DecisionStage, breaker: ShardedBreaker) -> None:
+    outcome = stage.process(raw_signal_message(GARBAGE), breaker)
+
+    assert [sent.topic for sent in outcome.messages] == ["unit.anomalies.dead-letter"]
+
+
+def test_bad_signal_stage_correlate(stage: DecisionStage, breaker: ShardedBreaker, codec: AvroCodec) -> None:
+    (letter,) = decode_all(codec, stage.process(raw_signal_message(GARBAGE), breaker))
+
+    assert letter.stage == "correlate"
+    assert letter.reason_code == "unknown-wire-format"
+
+
+def test_bad_signal_keeps_coordinates(stage: DecisionStage, breaker: ShardedBreaker, codec: AvroCodec) -> None:
+    (letter,) = decode_all(codec, stage.process(raw_signal_message(GARBAGE), breaker))
+
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == ("unit.signals", 1, 40)
+    assert letter.key == b"industrial/cooling"
+    assert letter.value == GARBAGE
+
+
+def test_bad_signal_no_decision(stage: DecisionStage, breaker: ShardedBreaker) -> None:
+    outcome = stage.process(raw_signal_message(GARBAGE), breaker)
+
+    assert outcome.decision is None
+    assert outcome.rejection is not None
+
+
+def test_anomaly_on_signals_topic(stage: DecisionStage, breaker: ShardedBreaker, codec: AvroCodec) -> None:
+    value = codec.encode("AnomalyEvent", anomaly_event().to_avro())
+
+    (letter,) = decode_all(codec, stage.process(raw_signal_message(value), breaker))
+
+    assert letter.reason_code == "schema-mismatch"
+    assert letter.reason.startswith("invalid signal: writer schema ")
+
+
+def test_bad_signal_keeps_writer_schema(stage: DecisionStage, breaker: ShardedBreaker, codec: AvroCodec) -> None:
+    value = codec.encode("AnomalyEvent", anomaly_event().to_avro())
+
+    (letter,) = decode_all(codec, stage.process(raw_signal_message(value), breaker))
+
+    assert letter.writer_schema == codec.repository.current("AnomalyEvent").identifier
+
+
+def test_bad_signal_logged(stage: DecisionStage, breaker: ShardedBreaker, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="mitigate.pipeline"):
+        stage.process(raw_signal_message(GARBAGE), breaker)
+
+    (entry,) = caplog.records
+    assert entry.getMessage().startswith(
+        "dead letter stage=correlate reason=unknown-wire-format source=unit.signals[1]@40 trace_id="
+    )

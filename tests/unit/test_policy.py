@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import textwrap
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,13 @@ from mitigate.policy import (
     Match,
     PolicyDocument,
     PolicyIndex,
+    check_ties,
     load_policy_file,
     load_policy_files,
+    load_policy_set,
+    matches_may_overlap,
     parse_policy,
+    patterns_may_overlap,
     policy_from_json,
 )
 from tests.unit.builders import POLICY_DIR, anomaly_event, policy_data
@@ -255,9 +261,9 @@ FIELD_ERRORS = [
      "Input should be greater than or equal to 0"),
     ("unknown-severity", policy_data(match={"severities": ["urgent"]}), "match.severities.0",
      "Input should be 'low', 'medium', 'high' or 'critical'"),
-    ("unknown-mode", policy_data(mode="dry-run"), "mode", "Input should be 'enforce' or 'shadow'"),
+    ("unknown-mode", policy_data(mode="dry-run"), "mode", "Input should be 'enforce', 'shadow' or 'canary'"),
     ("id-with-space", policy_data(id="Cooling spike"), "id",
-     "String should match pattern '^[a-z0-9][a-z0-9._-]{0,127}$'"),
+     "invalid name 'Cooling spike'; use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit"),
     ("zero-timeout", policy_data(plan=[step(timeout_s=0)]), "plan.0.timeout_s", "Input should be greater than 0"),
     ("parameter-null", policy_data(plan=[step(parameters={"queue": None})]), "plan.0.parameters.queue",
      "Input should be a valid string"),
@@ -265,7 +271,40 @@ FIELD_ERRORS = [
      "unknown field; the fields of this section are listed in docs/policies.md (Extra inputs are not permitted) "
      "(and 1 more problem in this file)"),
     ("three-problems", policy_data(owner="sre", team="plant", mode="x"), "mode",
-     "Input should be 'enforce' or 'shadow' (and 2 more problems in this file)"),
+     "Input should be 'enforce', 'shadow' or 'canary' (and 2 more problems in this file)"),
+    ("canary-without-fraction", policy_data(mode="canary"), "canary_fraction",
+     "mode canary needs canary_fraction, for example 0.1 for 10%"),
+    ("fraction-without-canary", policy_data(canary_fraction=0.2), "canary_fraction",
+     "canary_fraction applies only to mode canary, not enforce"),
+    ("fraction-in-shadow", policy_data(mode="shadow", canary_fraction=0.2), "canary_fraction",
+     "canary_fraction applies only to mode canary, not shadow"),
+    ("canary-fraction-zero", policy_data(mode="canary", canary_fraction=0), "canary_fraction",
+     "Input should be greater than 0"),
+    ("canary-fraction-one", policy_data(mode="canary", canary_fraction=1), "canary_fraction",
+     "Input should be less than 1"),
+    ("run-cap-bad-window", policy_data(limits={"per_fingerprint": [{"runs": 3, "window": "soon"}]}),
+     "limits.per_fingerprint.0.window",
+     "invalid duration 'soon'; use a number followed by ms, s, m, h or d, for example 90s or 1h"),
+    ("run-cap-window-no-unit", policy_data(limits={"per_fingerprint": [{"runs": 3, "window": "10"}]}),
+     "limits.per_fingerprint.0.window",
+     "invalid duration '10'; use a number followed by ms, s, m, h or d, for example 90s or 1h"),
+    ("run-cap-zero-window", policy_data(limits={"per_target": [{"runs": 3, "window": "0s"}]}),
+     "limits.per_target.0.window", "invalid duration '0s'; it must be greater than zero"),
+    ("run-cap-missing-window", policy_data(limits={"per_target": [{"runs": 3}]}),
+     "limits.per_target.0.window", "required field is missing"),
+    ("run-cap-zero-runs", policy_data(limits={"per_fingerprint": [{"runs": 0, "window": "1h"}]}),
+     "limits.per_fingerprint.0.runs", "Input should be greater than or equal to 1"),
+    ("unknown-limit-scope", policy_data(limits={"per_entity": [{"runs": 1, "window": "1h"}]}), "limits.per_entity",
+     "unknown field; the fields of this section are listed in docs/policies.md (Extra inputs are not permitted)"),
+    ("compensate-unknown-executor",
+     policy_data(plan=[step(compensate={"executor": "pagerduty", "action": "close-ticket"})]),
+     "plan.0.compensate.executor", "unknown executor 'pagerduty'; use one of: demo-target, shell, ticket, webhook"),
+    ("compensate-missing-action", policy_data(plan=[step(compensate={"executor": "ticket"})]),
+     "plan.0.compensate.action", "required field is missing"),
+    ("retries-above-ten", policy_data(plan=[step(retries=11)]), "plan.0.retries",
+     "Input should be less than or equal to 10"),
+    ("retries-negative", policy_data(plan=[step(retries=-1)]), "plan.0.retries",
+     "Input should be greater than or equal to 0"),
 ]
 FIELD_ERROR_IDS = [case[0] for case in FIELD_ERRORS]
 
@@ -361,8 +400,8 @@ def test_invalid_yaml_names_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "kind"),
-    [("- id: a\n- id: b\n", "list"), ("just text\n", "str"), ("", "NoneType"), ("42\n", "int")],
-    ids=["list", "text", "empty", "number"],
+    [("- id: a\n- id: b\n", "list"), ("just text\n", "str"), ("42\n", "int")],
+    ids=["list", "text", "number"],
 )
 def test_non_mapping_document(tmp_path: Path, text: str, kind: str) -> None:
     path = write_policy(tmp_path, "odd.yaml", text)
@@ -371,6 +410,16 @@ def test_non_mapping_document(tmp_path: Path, text: str, kind: str) -> None:
         load_policy_file(path)
 
     assert str(caught.value) == f"{path}: (document): expected a mapping of policy fields, got {kind}"
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"], ids=["empty", "comment-only"])
+def test_empty_document(tmp_path: Path, text: str) -> None:
+    path = write_policy(tmp_path, "empty.yaml", text)
+
+    with pytest.raises(PolicyError) as caught:
+        load_policy_file(path)
+
+    assert str(caught.value) == f"{path}: (document): the file is empty; a policy needs at least id and plan"
 
 
 def test_missing_file_named(tmp_path: Path) -> None:
@@ -403,7 +452,7 @@ def test_folder_without_policies(tmp_path: Path) -> None:
 
 def test_folder_reads_yaml_and_yml(tmp_path: Path) -> None:
     write_policy_data(tmp_path, "a.yaml", policy_data(id="first"))
-    write_policy_data(tmp_path, "b.yml", policy_data(id="second"))
+    write_policy_data(tmp_path, "b.yml", policy_data(id="second", match={"subsystems": ["network/*"]}))
 
     assert [document.id for document in load_policy_files([tmp_path])] == ["first", "second"]
 
@@ -516,3 +565,240 @@ def test_defaults_fill_document() -> None:
     assert document.gates.require_approval_for == ["critical"]
     assert document.plan[0].target == "{entity}"
     assert document.plan[0].timeout_s == 300.0
+
+
+# Canary mode, run caps, retries and compensation
+
+
+def test_canary_with_fraction_valid() -> None:
+    document = parse_policy(policy_data(mode="canary", canary_fraction=0.25), "policy.yaml")
+
+    assert document.mode == "canary"
+    assert document.canary_fraction == 0.25
+
+
+def test_canary_fraction_default_none() -> None:
+    assert parse_policy(policy_data(), "policy.yaml").canary_fraction is None
+
+
+def test_run_cap_windows_parsed() -> None:
+    limits = {"per_fingerprint": [{"runs": 2, "window": "10m"}, {"runs": 5, "window": 7200}],
+              "per_target": [{"runs": 1, "window": "1d"}]}
+    document = parse_policy(policy_data(limits=limits), "policy.yaml")
+
+    assert [cap.window for cap in document.limits.per_fingerprint] == [600.0, 7200.0]
+    assert [cap.window for cap in document.limits.per_target] == [86400.0]
+
+
+@pytest.mark.parametrize(
+    ("cap", "text"),
+    [({"runs": 2, "window": "10m"}, "2 per 10m"), ({"runs": 5, "window": 7200}, "5 per 2h"),
+     ({"runs": 1, "window": "90s"}, "1 per 90s"), ({"runs": 3, "window": "1d"}, "3 per 1d")],
+    ids=["minutes", "hours", "seconds", "days"],
+)
+def test_run_cap_describe(cap: dict[str, Any], text: str) -> None:
+    document = parse_policy(policy_data(limits={"per_fingerprint": [cap]}), "policy.yaml")
+
+    assert document.limits.per_fingerprint[0].describe() == text
+
+
+def test_limits_default_empty() -> None:
+    limits = parse_policy(policy_data(), "policy.yaml").limits
+
+    assert limits.per_fingerprint == []
+    assert limits.per_target == []
+
+
+def test_compensate_defaults() -> None:
+    document = parse_policy(policy_data(plan=[step(compensate={"action": "close-ticket"})]), "policy.yaml")
+    compensate = document.plan[0].compensate
+
+    assert compensate is not None
+    assert compensate.executor is None
+    assert compensate.timeout_s == 300.0
+
+
+def test_compensate_parameters_text() -> None:
+    compensate = {"executor": "ticket", "action": "close-ticket", "parameters": {"limit": 5, "force": True}}
+    document = parse_policy(policy_data(plan=[step(compensate=compensate)]), "policy.yaml")
+
+    assert document.plan[0].compensate is not None
+    assert document.plan[0].compensate.parameters == {"limit": "5", "force": "true"}
+
+
+def test_retries_default_zero() -> None:
+    assert parse_policy(policy_data(plan=[step()]), "policy.yaml").plan[0].retries == 0
+
+
+def test_error_lists_other_problems(tmp_path: Path) -> None:
+    _, error = policy_error(tmp_path, policy_data(owner="sre", mode="x"))
+
+    assert error.others == ["owner: unknown field; the fields of this section are listed in docs/policies.md "
+                            "(Extra inputs are not permitted)"]
+
+
+# Overlap between policies: could one signal match both?
+
+# (case, first pattern, second pattern, may overlap)
+PATTERN_OVERLAP = [
+    ("exact-equal", "industrial/cooling", "industrial/cooling", True),
+    ("exact-differ", "industrial/cooling", "industrial/pumps", False),
+    ("glob-covers-exact", "industrial/*", "industrial/cooling", True),
+    ("exact-outside-glob", "network/*", "industrial/cooling", False),
+    ("nested-prefixes", "industrial/*", "industrial/c*", True),
+    ("prefixes-differ", "industrial/*", "network/*", False),
+    ("suffixes-differ", "*/cooling", "*/pumps", False),
+    ("prefix-meets-suffix", "industrial/*", "*/pumps", True),
+    ("catch-all", "*", "anything/*", True),
+    ("question-mark", "machine-?", "machine-1", True),
+    ("class-excludes", "machine-[12]", "machine-3", False),
+    ("class-includes", "machine-[12]", "machine-2", True),
+    ("case-sensitive", "Industrial/*", "industrial/cooling", False),
+    # Documented as reported although no text matches both.
+    ("middle-differs", "a*b*c", "a*d*c", True),
+]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "overlap"), [case[1:] for case in PATTERN_OVERLAP], ids=[case[0] for case in PATTERN_OVERLAP]
+)
+def test_patterns_may_overlap(first: str, second: str, overlap: bool) -> None:
+    assert patterns_may_overlap(first, second) is overlap
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "overlap"), [case[1:] for case in PATTERN_OVERLAP], ids=[case[0] for case in PATTERN_OVERLAP]
+)
+def test_patterns_overlap_symmetric(first: str, second: str, overlap: bool) -> None:
+    assert patterns_may_overlap(second, first) is overlap
+
+
+def test_patterns_overlap_never_missed() -> None:
+    # Every pair of patterns up to three characters over a, b, * and ?, against
+    # every text up to six characters over a and b: a text that matches both
+    # patterns must be reported as an overlap.
+    tokens = "ab*?"
+    patterns = ["".join(chars) for size in range(1, 4) for chars in itertools.product(tokens, repeat=size)]
+    texts = ["".join(chars) for size in range(7) for chars in itertools.product("ab", repeat=size)]
+    matched = {pattern: {text for text in texts if fnmatchcase(text, pattern)} for pattern in patterns}
+
+    missed = [
+        (first, second)
+        for first, second in itertools.product(patterns, repeat=2)
+        if matched[first] & matched[second] and not patterns_may_overlap(first, second)
+    ]
+
+    assert missed == []
+
+
+# (case, first match clause, second match clause, may overlap)
+MATCH_OVERLAP = [
+    ("same-type", {"anomaly_types": ["spike"]}, {"anomaly_types": ["spike"]}, True),
+    ("disjoint-types", {"anomaly_types": ["spike"]}, {"anomaly_types": ["dip"]}, False),
+    ("type-in-list", {"anomaly_types": ["spike", "dip"]}, {"anomaly_types": ["dip"]}, True),
+    ("disjoint-subsystems", {"subsystems": ["industrial/*"]}, {"subsystems": ["network/*"]}, False),
+    ("type-and-subsystem", {"anomaly_types": ["spike"]}, {"subsystems": ["industrial/cooling"]}, True),
+    ("disjoint-severities", {"severities": ["low"]}, {"severities": ["high", "critical"]}, False),
+    ("shared-severity", {"severities": ["low", "high"]}, {"severities": ["high"]}, True),
+    ("disjoint-label", {"labels": {"metric": "disk_*"}}, {"labels": {"metric": "machine_*"}}, False),
+    ("label-one-side", {"labels": {"metric": "disk_*"}}, {}, True),
+    ("different-label-names", {"labels": {"site": "north"}}, {"labels": {"metric": "disk_used"}}, True),
+    ("catch-alls", {}, {}, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "overlap"), [case[1:] for case in MATCH_OVERLAP], ids=[case[0] for case in MATCH_OVERLAP]
+)
+def test_matches_may_overlap(first: dict[str, Any], second: dict[str, Any], overlap: bool) -> None:
+    assert matches_may_overlap(Match.model_validate(first), Match.model_validate(second)) is overlap
+
+
+def tie_document(policy_id: str, **match: Any) -> PolicyDocument:
+    return parse_policy(policy_data(id=policy_id, match=match), f"{policy_id}.yaml")
+
+
+# (case, first match clause, second match clause), each pair with the same specificity and disjoint
+NO_TIE_CASES = [
+    ("different-subsystems", {"subsystems": ["industrial/*"]}, {"subsystems": ["network/*"]}),
+    ("disjoint-severities", {"anomaly_types": ["spike"], "severities": ["low", "medium"]},
+     {"anomaly_types": ["spike"], "severities": ["high", "critical"]}),
+    ("disjoint-types", {"anomaly_types": ["spike"]}, {"anomaly_types": ["dip"]}),
+    ("disjoint-labels", {"labels": {"metric": "disk_used"}}, {"labels": {"metric": "machine_temperature"}}),
+]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [case[1:] for case in NO_TIE_CASES], ids=[case[0] for case in NO_TIE_CASES]
+)
+def test_no_tie_when_disjoint(first: dict[str, Any], second: dict[str, Any]) -> None:
+    documents = [tie_document("first", **first), tie_document("second", **second)]
+
+    assert documents[0].match.specificity() == documents[1].match.specificity()
+    check_ties(documents, {"first": "first.yaml", "second": "second.yaml"})
+
+
+def test_no_tie_when_more_specific() -> None:
+    documents = [tie_document("general", anomaly_types=["spike"]),
+                 tie_document("specific", anomaly_types=["spike"], subsystems=["industrial/cooling"])]
+
+    check_ties(documents, {"general": "general.yaml", "specific": "specific.yaml"})
+
+
+def tie_error(sources: dict[str, str]) -> PolicyError:
+    documents = [tie_document("spike-b", anomaly_types=["spike"]),
+                 tie_document("cooling-a", subsystems=["industrial/cooling"])]
+    with pytest.raises(PolicyError) as caught:
+        check_ties(documents, sources)
+    return caught.value
+
+
+def test_tie_error_field() -> None:
+    assert tie_error({"cooling-a": "a.yaml", "spike-b": "b.yaml"}).field == "match"
+
+
+def test_tie_error_names_first_file() -> None:
+    assert tie_error({"cooling-a": "a.yaml", "spike-b": "b.yaml"}).source == "a.yaml"
+
+
+def test_tie_error_blames_file_over_topic() -> None:
+    error = tie_error({"cooling-a": "policies topic", "spike-b": "b.yaml"})
+
+    assert error.source == "b.yaml"
+
+
+def test_tie_error_text() -> None:
+    error = tie_error({"cooling-a": "a.yaml", "spike-b": "b.yaml"})
+
+    assert error.detail == (
+        "policy 'cooling-a' can match the same signals as policy 'spike-b' (b.yaml) with the same specificity, "
+        "so neither would win; make one of them more specific, for example with a label or a narrower subsystem"
+    )
+
+
+def test_policy_set_tie_raises(tmp_path: Path) -> None:
+    first = write_policy_data(tmp_path, "a.yaml", policy_data(id="cooling-a", match={"subsystems": ["industrial/*"]}))
+    write_policy_data(tmp_path, "b.yaml", policy_data(id="cooling-b", match={"subsystems": ["industrial/c*"]}))
+
+    with pytest.raises(PolicyError) as caught:
+        load_policy_set([tmp_path])
+
+    assert caught.value.source == str(first)
+    assert caught.value.field == "match"
+    assert str(caught.value).startswith(f"{first}: match: policy 'cooling-a' can match the same signals as policy "
+                                        "'cooling-b' ")
+
+
+def test_policy_set_returns_sources(tmp_path: Path) -> None:
+    first = write_policy_data(tmp_path, "a.yaml", policy_data(id="first"))
+    second = write_policy_data(tmp_path, "b.yml", policy_data(id="second", match={"subsystems": ["network/*"]}))
+
+    _, sources = load_policy_set([tmp_path])
+
+    assert sources == {"first": str(first), "second": str(second)}
+
+
+def test_shipped_policies_no_ties() -> None:
+    documents, sources = load_policy_set([POLICY_DIR])
+
+    check_ties(documents, sources)

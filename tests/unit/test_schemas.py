@@ -20,12 +20,15 @@ SHIPPED_NAMES = [path.stem for path in SHIPPED_FILES]
 # Written out so that adding, renaming or dropping a schema file is a visible change.
 EXPECTED_NAMES = [
     "ActionCommand",
+    "ActionResult",
     "AnomalyEvent",
     "AssetContext",
     "DeadLetter",
     "DecisionRecord",
     "PolicyVersion",
     "ReviewRequest",
+    "Signal",
+    "Silence",
 ]
 
 CRC_64_AVRO_EMPTY = 0xC15D213AA4D7A795
@@ -154,7 +157,7 @@ def test_history_version_readable_not_current(tmp_path: Path) -> None:
     shutil.copytree(SCHEMA_DIR, folder)
     definition = json.loads((folder / "AnomalyEvent.avsc").read_text(encoding="utf-8"))
     definition["fields"] = [field for field in definition["fields"] if field["name"] != "annotations"]
-    (folder / "history").mkdir()
+    (folder / "history").mkdir(exist_ok=True)
     (folder / "history" / "AnomalyEvent-1.avsc").write_text(json.dumps(definition), encoding="utf-8")
     older = load_schema_file(folder / "history" / "AnomalyEvent-1.avsc")
     repository = SchemaRepository(folder)
@@ -170,7 +173,7 @@ def test_history_version_readable_not_current(tmp_path: Path) -> None:
 def test_history_copy_keeps_current(tmp_path: Path) -> None:
     folder = tmp_path / "schemas"
     shutil.copytree(SCHEMA_DIR, folder)
-    (folder / "history").mkdir()
+    (folder / "history").mkdir(exist_ok=True)
     shutil.copy(folder / "AnomalyEvent.avsc", folder / "history" / "AnomalyEvent-copy.avsc")
 
     repository = SchemaRepository(folder)

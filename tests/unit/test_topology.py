@@ -9,7 +9,7 @@ import pytest
 from mitigate.topology import EXECUTORS, Topology
 from tests.conftest import ROOT
 
-DAYS = {"7 days": 7 * 86_400_000, "30 days": 30 * 86_400_000, "forever": None}
+DAYS = {"1 day": 86_400_000, "7 days": 7 * 86_400_000, "30 days": 30 * 86_400_000, "forever": None}
 
 
 def documented_topics() -> dict[str, list[str]]:
