@@ -37,6 +37,15 @@ def _port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def pytest_report_header() -> str:
+    """Name the Kafka broker the integration tests will use, in the header of the run."""
+    if os.environ.get(BROKER_ENV):
+        return f"kafka: {os.environ[BROKER_ENV]} (from {BROKER_ENV})"
+    if _docker_engine_responds():
+        return f"kafka: testcontainers {KAFKA_IMAGE} (a Docker engine responds)"
+    return f"kafka: scripts/kafka.sh on 127.0.0.1:{TEST_KAFKA_PORT} (no {BROKER_ENV}, no Docker engine)"
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """A real Apache Kafka broker.

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from mitigate.codec import AvroCodec
@@ -35,9 +36,10 @@ class Deployment:
     process: subprocess.Popen[bytes]
     log_path: Path
     env: dict[str, str]
+    expected_tables: tuple[int, int]  # policies and assets the worker must hold before it is ready
 
     def wait_until_ready(self) -> None:
-        _wait_until_ready(self.process, Path(self.env["MITIGATE_READY_FILE"]), self.log_path)
+        _wait_until_ready(self.process, Path(self.env["MITIGATE_READY_FILE"]), self.log_path, self.expected_tables)
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None = b"entity",
                 headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -83,6 +85,16 @@ class Deployment:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def restart(self) -> None:
+        """Stop the worker with SIGTERM and start it again on the same data folder; wait until it is ready."""
+        self.process.terminate()
+        assert self.process.wait(timeout=60) == 0
+        Path(self.env["MITIGATE_READY_FILE"]).unlink(missing_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "mitigate.cli", "worker"], env=self.env,
+                                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.wait_until_ready()
 
 
 TEST_POLICIES = """\
@@ -135,14 +147,32 @@ assets:
 """
 
 
-def _write_config(folder: Path) -> tuple[Path, Path]:
+TEST_AUTOMATION = """\
+correlation:
+  group_window: 5m
+  repeat_interval: 1h
+  flapping: {transitions: 3, window: 1h}
+budgets:
+  window: 10m
+  max_commands: 10
+circuit_breaker:
+  window: 5m
+  max_commands: 100000
+  cool_down: 15m
+"""
+
+
+def _write_config(folder: Path, module: Any) -> tuple[Path, Path, Path]:
+    """Write the module's POLICIES, ASSETS and AUTOMATION, or the defaults above."""
     policies = folder / "policies"
     policies.mkdir()
-    for index, document in enumerate(TEST_POLICIES.split("---\n")):
+    for index, document in enumerate(getattr(module, "POLICIES", TEST_POLICIES).split("---\n")):
         (policies / f"policy-{index}.yaml").write_text(document)
     assets = folder / "assets.yaml"
-    assets.write_text(TEST_ASSETS)
-    return policies, assets
+    assets.write_text(getattr(module, "ASSETS", TEST_ASSETS))
+    automation = folder / "automation.yaml"
+    automation.write_text(getattr(module, "AUTOMATION", TEST_AUTOMATION))
+    return policies, assets, automation
 
 
 def run_mitigate(*args: str, env: dict[str, str]) -> str:
@@ -152,23 +182,28 @@ def run_mitigate(*args: str, env: dict[str, str]) -> str:
     return result.stdout
 
 
-def _wait_until_ready(process: subprocess.Popen[bytes], ready_file: Path, log_path: Path) -> None:
+def _wait_until_ready(
+    process: subprocess.Popen[bytes], ready_file: Path, log_path: Path, expected: tuple[int, int]
+) -> None:
     deadline = time.monotonic() + WORKER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"worker exited with {process.returncode} during startup:\n{log_path.read_text()[-4000:]}")
         if ready_file.exists():
             state = json.loads(ready_file.read_text())
-            if state["policies"] >= 2 and state["assets"] >= 2:
+            if state["policies"] >= expected[0] and state["assets"] >= expected[1]:
                 return
         time.sleep(0.5)
     pytest.fail(f"worker not ready after {WORKER_START_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="module")
-def deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def deployment(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Deployment]:
     """Topics, policies and assets under a fresh prefix, and a worker subprocess reading them."""
     folder = tmp_path_factory.mktemp("deployment")
+    policies, assets, automation = _write_config(folder, request.module)
     prefix = f"it-{uuid.uuid4().hex[:8]}."
     env = {
         **os.environ,
@@ -178,10 +213,10 @@ def deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -
         "MITIGATE_DATA_DIR": str(folder / "worker"),
         "MITIGATE_READY_FILE": str(folder / "worker.ready"),
         "MITIGATE_DETECTORS_FILE": str(ROOT / "config" / "detectors.yaml"),
+        "MITIGATE_AUTOMATION_FILE": str(automation),
     }
     topology = Topology(prefix=prefix)
     ensure_topics(kafka_bootstrap, topology)
-    policies, assets = _write_config(folder)
     run_mitigate("policy", "publish", str(policies), "--author", "integration-test", env=env)
     run_mitigate("asset", "publish", str(assets), env=env)
 
@@ -189,7 +224,9 @@ def deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "mitigate.cli", "worker"], env=env, cwd=ROOT,
                                    stdout=log, stderr=subprocess.STDOUT)
-    deployment = Deployment(kafka_bootstrap, topology, AvroCodec(SchemaRepository()), process, log_path, env)
+    expected = (len(list(policies.glob("*.yaml"))), len(yaml.safe_load(assets.read_text())["assets"]))
+    deployment = Deployment(kafka_bootstrap, topology, AvroCodec(SchemaRepository()), process, log_path, env,
+                            expected)
     try:
         deployment.wait_until_ready()
         yield deployment

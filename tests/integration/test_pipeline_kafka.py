@@ -19,19 +19,25 @@ pytestmark = pytest.mark.kafka
 
 
 def anomaly(**changes: Any) -> dict[str, Any]:
+    """Return an AnomalyEvent record that opens an incident of its own.
+
+    The pipeline correlates signals of one subsystem and anomaly type into one
+    incident, so each call gets its own subsystem and fingerprint.
+    """
+    unique = uuid.uuid4().hex[:8]
     record: dict[str, Any] = {
         "event_id": str(uuid.uuid4()),
         "detector_id": "robust-zscore",
         "detector_version": "1.0.0",
         "event_time": datetime.now(UTC),
         "entity": "web-01",
-        "subsystem": "compute/web",
+        "subsystem": f"compute/web-{unique}",
         "anomaly_type": "saturation",
         "severity": "high",
         "confidence": 0.95,
         "score": 9.1,
         "status": "firing",
-        "fingerprint": "web-01-cpu",
+        "fingerprint": f"web-01-cpu-{unique}",
         "labels": {"metric": "cpu_usage"},
         "annotations": {},
     }
@@ -102,7 +108,7 @@ def test_low_confidence_goes_to_review(deployment: Deployment) -> None:
 
 
 def test_uncovered_event_goes_to_review(deployment: Deployment) -> None:
-    event = anomaly(subsystem="storage/ceph", anomaly_type="latency")
+    event = anomaly(subsystem=f"storage/ceph-{uuid.uuid4().hex[:8]}", anomaly_type="latency")
     send_event(deployment, event)
 
     decision = decision_for(deployment, event["event_id"])
@@ -131,7 +137,7 @@ def test_shadow_policy_sends_nothing(deployment: Deployment) -> None:
     assert decision["outcome"] == "shadow"
     assert decision["policy_id"] == "test-cpu-shadow"
     assert decision["command_ids"] == []
-    assert "would send 1 commands: ticket/open-ticket" in decision["reason"]
+    assert "would send 1 command: ticket/open-ticket" in decision["reason"]
 
 
 def test_resolved_signal_is_suppressed(deployment: Deployment) -> None:
@@ -223,7 +229,7 @@ def test_policy_update_takes_effect(deployment: Deployment, tmp_path: Path) -> N
     # The worker applies the policy once its feed agent has consumed it; an event
     # that arrives before that goes to review, the conservative default.
     for _ in range(20):
-        event = anomaly(entity="db-09", subsystem="storage/ceph", anomaly_type="latency")
+        event = anomaly(entity="db-09", subsystem=f"storage/ceph-{uuid.uuid4().hex[:8]}", anomaly_type="latency")
         send_event(deployment, event)
         decision = decision_for(deployment, event["event_id"])
         if decision["outcome"] == "auto":

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
 from tests.integration.conftest import Deployment
 from tests.integration.test_pipeline_kafka import anomaly, decision_for, send_event
 
 pytestmark = pytest.mark.kafka
-
-
-def restart(deployment: Deployment) -> None:
-    deployment.process.terminate()
-    assert deployment.process.wait(timeout=60) == 0
-    ready_file = Path(deployment.env["MITIGATE_READY_FILE"])
-    ready_file.unlink(missing_ok=True)
-    with deployment.log_path.open("ab") as log:
-        deployment.process = subprocess.Popen([sys.executable, "-m", "mitigate.cli", "worker"], env=deployment.env,
-                                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
 
 def test_restart_recovers_tables(deployment: Deployment) -> None:
@@ -32,8 +19,7 @@ def test_restart_recovers_tables(deployment: Deployment) -> None:
     send_event(deployment, first)
     assert decision_for(deployment, first["event_id"])["outcome"] == "auto"
 
-    restart(deployment)
-    deployment.wait_until_ready()
+    deployment.restart()
     state = json.loads(Path(deployment.env["MITIGATE_READY_FILE"]).read_text())
     second = anomaly()
     send_event(deployment, second)
