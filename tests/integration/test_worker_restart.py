@@ -31,6 +31,21 @@ def test_restart_recovers_tables(deployment: Deployment) -> None:
     assert decision["asset"]["owner"] == "web-team"
 
 
+def test_restart_keeps_incidents(deployment: Deployment) -> None:
+    first = anomaly()
+    send_event(deployment, first)
+    assert decision_for(deployment, first["event_id"])["outcome"] == "auto"
+
+    deployment.restart()
+    repeat = anomaly(subsystem=first["subsystem"], fingerprint=first["fingerprint"])
+    send_event(deployment, repeat)
+
+    decision = decision_for(deployment, repeat["event_id"], timeout_s=60)
+    assert decision["outcome"] == "suppress"
+    assert decision["reason_code"] == "duplicate"
+    assert decision["incident_signals"] == 2
+
+
 def test_restart_does_not_reprocess(deployment: Deployment) -> None:
     decisions = deployment.read(deployment.topology.decisions, lambda messages: len(messages) >= 2)
     event_ids = [deployment.decode(message, "DecisionRecord")["event_id"] for message in decisions]
