@@ -6,9 +6,9 @@
   the group window join the same incident.
 - A signal that starts firing too often within the flapping window goes to
   review once and is then only counted.
-- A resolved signal closes its incident once no signal of it is firing; steps
-  not yet sent are cancelled, and an incident still waiting for review is
-  recorded as resolved without action.
+- A resolved signal closes its incident once no signal of it is firing. Steps
+  not yet sent are cancelled. An incident still waiting for review is recorded
+  as resolved without action.
 
 State is kept as JSON in string-keyed stores: Faust tables in the worker, dicts
 in `mitigate simulate`. Times are the signals' event times, so a replay of the
@@ -42,7 +42,7 @@ GROUP_PREFIX = "group|"
 
 @dataclass
 class Incident:
-    """An incident as stored, keyed by its group key."""
+    """An incident as stored, keyed by its incident id."""
 
     incident_id: str
     opened_ms: int
@@ -68,7 +68,7 @@ class Incident:
 
 @dataclass
 class Fingerprint:
-    """What is known of one signal identity: its incident, its state and when it started firing."""
+    """State of one signal identity (fingerprint): its incident, its status and its recent firing starts."""
 
     incident: str  # id of the incident the signal was last counted on
     status: str

@@ -46,7 +46,7 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class IncidentView:
-    """What the decide stage knows of the incident a signal belongs to."""
+    """Summary of the incident a signal belongs to, as the decide stage uses it."""
 
     incident_id: str
     signals: int
