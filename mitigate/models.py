@@ -215,6 +215,8 @@ class ActionCommand(AvroModel):
     depends_on: list[str] = Field(default_factory=list)
     policy_id: NonEmpty
     policy_version: int
+    preconditions: dict[str, str] = Field(default_factory=dict)
+    compensates: str | None = None
 
 
 class PlanStep(BaseModel):

@@ -138,6 +138,9 @@ class Step(Strict):
     timeout_s: float = Field(300.0, gt=0, le=86400)
     retries: int = Field(0, ge=0, le=10)
     depends_on: list[str] = Field(default_factory=list)
+    # Checked by the executor against the target before acting: a step whose
+    # precondition does not hold is skipped and changes nothing.
+    preconditions: dict[str, str] = Field(default_factory=dict)
     compensate: Compensation | None = None
 
     @field_validator("executor")
@@ -147,7 +150,7 @@ class Step(Strict):
             raise ValueError(f"unknown executor {value!r}; use one of: {', '.join(EXECUTORS)}")
         return value
 
-    @field_validator("parameters", mode="before")
+    @field_validator("parameters", "preconditions", mode="before")
     @classmethod
     def _scalars_as_text(cls, value: Any) -> Any:
         return _parameters_as_text(value)
