@@ -12,12 +12,14 @@ import faust
 import orjson
 
 from mitigate.agents.anomalies import AnomalyAgent, ResultAgent, Sender, SignalAgent
+from mitigate.agents.orchestrate import PlanAgent
 from mitigate.agents.reference import AssetTable, PolicyTable, SilenceTable, shared_table, state_table
 from mitigate.automation import AutomationSettings
 from mitigate.codec import AvroCodec, create_registry_client
 from mitigate.correlation import IncidentEngine
 from mitigate.decision import Decider
 from mitigate.intake import DetectorCatalog, Intake
+from mitigate.orchestration import Orchestrator
 from mitigate.pipeline import DecisionStage, Pipeline
 from mitigate.schemas import SchemaRepository
 from mitigate.settings import WorkerSettings
@@ -96,6 +98,8 @@ def create_worker(settings: WorkerSettings) -> Worker:
                           automation.circuit_breaker, breaker_store)
     ResultAgent(app, _source(app, topology.action_results, partitions), codec,
                 automation.circuit_breaker, breaker_store)
+    PlanAgent(app, topology, Orchestrator(automation.orchestration, codec), codec, sender,
+              state_table(app, "plan-table", partitions), partitions)
 
     worker = Worker(app, pipeline, stage, policies, assets, silences, anomalies, signals)
     if settings.ready_file is not None:

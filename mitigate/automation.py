@@ -65,8 +65,20 @@ class CircuitBreaker(Strict):
     cool_down: Duration = 900.0
 
 
+class Orchestration(Strict):
+    """Retries and deadlines of plan steps."""
+
+    retry_base: Duration = 2.0  # first retry delay; doubles per attempt, with up to 50% jitter
+    retry_max: Duration = 120.0
+    # Time a result may take to arrive after the command's deadline before the
+    # step counts as timed out.
+    result_grace: Duration = 5.0
+    review_timeout: Duration = 1800.0  # deadline of the review request raised when a plan fails
+
+
 class AutomationSettings(Strict):
     correlation: Correlation = Field(default_factory=lambda: Correlation())
+    orchestration: Orchestration = Field(default_factory=lambda: Orchestration())
     budgets: Budgets = Field(default_factory=lambda: Budgets())
     circuit_breaker: CircuitBreaker = Field(default_factory=lambda: CircuitBreaker())
 

@@ -28,7 +28,7 @@ import orjson
 from mitigate.automation import AutomationSettings
 from mitigate.decision import Decider, Decision, IncidentView, RecordBuilder, plan_steps, risk_score, stable_id
 from mitigate.limits import Breaker, Budget, RunCaps, epoch_ms
-from mitigate.models import SEVERITIES, ActionCommand, GateResult, Severity, Signal, Silence
+from mitigate.models import SEVERITIES, ActionCommand, GateResult, PlanControl, Severity, Signal, Silence
 from mitigate.policy import ActivePolicy, PolicyIndex, format_duration
 from mitigate.silences import active_silence
 
@@ -53,8 +53,8 @@ class Incident:
     decided_severity: str | None = None  # highest severity a decision was made for
     decided_ms: int | None = None
     pending_review: str | None = None  # review id of an unanswered review request
-    waiting_steps: list[str] = field(default_factory=list)  # plan steps not sent yet
     flapping: bool = False
+    plan_id: str | None = None  # the plan the orchestrator runs for the incident, if any
 
     def view(self, trigger: str) -> IncidentView:
         return IncidentView(
@@ -260,10 +260,8 @@ class IncidentEngine:
             incident.decided_severity = severity
         incident.decided_ms = now_ms
         incident.pending_review = record.review_id if record.outcome == "review" else None
-        policy = self.policies().get(record.policy_id) if record.policy_id else None
-        if record.outcome == "auto" and policy is not None:
-            sent = {command.step_id for command in decision.commands}
-            incident.waiting_steps = [step.id for step in policy.document.plan if step.id not in sent]
+        if record.outcome == "auto":
+            incident.plan_id = record.decision_id
 
     def _flapping_review(self, signal: Signal, build: RecordBuilder, reason: str, incident: Incident) -> Decision:
         """Send a flapping signal to review, with the plan of the policy that covers it as the recommendation."""
@@ -302,13 +300,18 @@ class IncidentEngine:
                                   f"signal{'s' if len(incident.firing) != 1 else ''}"))
 
         incident.state = "resolved"
-        cancelled = list(incident.waiting_steps)
         parts = [f"incident {incident.incident_id} resolved: no signal of it fires any more"]
         if incident.pending_review is not None:
             parts.append(f"it resolved before review {incident.pending_review} was answered, so it closes "
                          "without action")
-        if cancelled:
-            parts.append(f"cancelled steps not yet started: {', '.join(cancelled)}")
-        incident.waiting_steps = []
+        if incident.plan_id is not None:
+            parts.append(f"plan {incident.plan_id} is cancelled: its steps not yet started will not run")
         _save(self.incidents, incident.incident_id, incident)
-        return Decision(build("suppress", "incident-resolved", "; ".join(parts), cancelled_steps=cancelled))
+        record = build("suppress", "incident-resolved", "; ".join(parts))
+        cancel = None
+        if incident.plan_id is not None:
+            # The orchestrator knows which steps actually started; it cancels the rest.
+            cancel = PlanControl(kind="cancel", incident_id=incident.incident_id, plan_id=incident.plan_id,
+                                 trace_id=signal.trace_id, issued_at=event.event_time,
+                                 reason=f"incident resolved by signal {event.event_id}")
+        return Decision(record, plan=cancel)

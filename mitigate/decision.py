@@ -21,8 +21,11 @@ from mitigate.models import (
     AssetContext,
     DecisionRecord,
     GateResult,
+    CompensationSpec,
     Outcome,
+    PlanControl,
     PlanStep,
+    PlanStepSpec,
     ReviewRequest,
     Signal,
 )
@@ -40,8 +43,9 @@ class Decision:
     """The record of a decision and what it sends."""
 
     record: DecisionRecord
-    commands: tuple[ActionCommand, ...] = ()
+    commands: tuple[ActionCommand, ...] = ()  # the first commands of the plan, which the orchestrator sends
     review: ReviewRequest | None = None
+    plan: PlanControl | None = None  # start or cancel of the incident's plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +175,33 @@ def step_target(step: Step, signal: AnomalyEvent) -> str:
     return step.target.format(entity=signal.entity, subsystem=signal.subsystem, fingerprint=signal.fingerprint)
 
 
+def plan_control(
+    policy: ActivePolicy, signal: Signal, decision_id: str, incident_id: str, now: datetime
+) -> PlanControl:
+    """Describe the policy's plan for the orchestrator: every step with its timeout, retries and compensation."""
+    event = signal.event
+    steps = []
+    for step in policy.document.plan:
+        compensation = None
+        if step.compensate is not None:
+            compensation = CompensationSpec(
+                executor=step.compensate.executor or step.executor,
+                action=step.compensate.action,
+                parameters=dict(step.compensate.parameters),
+                timeout_ms=int(step.compensate.timeout_s * 1000),
+            )
+        steps.append(PlanStepSpec(
+            step_id=step.id, executor=step.executor, action=step.action, target=step_target(step, event),
+            parameters=dict(step.parameters), preconditions=dict(step.preconditions),
+            depends_on=list(step.depends_on), timeout_ms=int(step.timeout_s * 1000), retries=step.retries,
+            compensate=compensation,
+        ))
+    return PlanControl(
+        kind="start", incident_id=incident_id, plan_id=decision_id, trace_id=signal.trace_id, issued_at=now,
+        policy_id=policy.policy_id, policy_version=policy.version, steps=steps, signal_score=event.score,
+    )
+
+
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
@@ -242,18 +273,17 @@ class Decider:
 
         if limiter is not None:
             limiter.spend(policy, signal, commands, now)
-        reason = f"all {len(gates) + len(limit_gates)} gates passed; sent {_count(len(commands), 'command')}: {summary}"
+        reason = (f"all {len(gates) + len(limit_gates)} gates passed; plan of {_count(len(steps), 'step')} "
+                  f"started, first {_count(len(commands), 'command')}: {summary}")
         if mode_note:
             reason = f"{mode_note}; {reason}"
         waiting = [step.id for step in policy.document.plan if step.depends_on]
         if waiting:
-            # TODO: steps with dependencies wait for the orchestrate stage, which
-            # sends them once the steps they depend on report results. Until that
-            # stage exists they are listed here and never sent.
-            reason += f"; steps waiting for results: {', '.join(waiting)}"
+            reason += f"; after their dependencies: {', '.join(waiting)}"
         record = build("auto", "policy-matched", reason, policy, gates + limit_gates,
                        command_ids=[command.command_id for command in commands])
-        return Decision(record, tuple(commands))
+        plan = plan_control(policy, signal, decision_id, incident.incident_id if incident else event.event_id, now)
+        return Decision(record, tuple(commands), plan=plan)
 
     @staticmethod
     def _mode(policy: ActivePolicy, incident_id: str) -> tuple[str, str]:

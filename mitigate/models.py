@@ -305,7 +305,52 @@ class Silence(AvroModel):
         return self.starts_at <= moment < self.ends_at
 
 
+
+
+class CompensationSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    executor: NonEmpty
+    action: NonEmpty
+    parameters: dict[str, str] = Field(default_factory=dict)
+    timeout_ms: Annotated[int, Field(gt=0)]
+
+
+class PlanStepSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    step_id: NonEmpty
+    executor: NonEmpty
+    action: NonEmpty
+    target: NonEmpty
+    parameters: dict[str, str] = Field(default_factory=dict)
+    preconditions: dict[str, str] = Field(default_factory=dict)
+    depends_on: list[str] = Field(default_factory=list)
+    timeout_ms: Annotated[int, Field(gt=0)]
+    retries: Annotated[int, Field(ge=0)] = 0
+    compensate: CompensationSpec | None = None
+
+
+class PlanControl(AvroModel):
+    # The decision record inside is binary Avro: as JSON (in the orchestrator's table) it is base64.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+    schema_name: ClassVar[str] = "PlanControl"
+
+    kind: Literal["start", "cancel", "tick"]
+    incident_id: NonEmpty
+    plan_id: NonEmpty
+    trace_id: NonEmpty
+    issued_at: AwareDatetime
+    reason: str = ""
+    policy_id: str | None = None
+    policy_version: int | None = None
+    steps: list[PlanStepSpec] = Field(default_factory=list)
+    decision: bytes | None = None
+    signal_score: float = 0.0
+
+
 RECORD_MODELS: tuple[type[AvroModel], ...] = (
+    PlanControl,
     ActionResult,
     Signal,
     Silence,

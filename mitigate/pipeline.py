@@ -122,11 +122,13 @@ class DecisionStage:
 
     def _encode(self, decision: Decision, entity: str, trace_id: str) -> tuple[Outgoing, ...]:
         key = entity.encode()
-        messages = [
-            encode_message(self.codec, self.topology.actions(command.executor), command.target.encode(), command,
-                           trace_id)
-            for command in decision.commands
-        ]
+        messages = []
+        if decision.plan is not None:
+            # The orchestrator sends the commands; it needs the record to write its own records later.
+            record_bytes = self.codec.encode("DecisionRecord", decision.record.to_avro())
+            control = decision.plan.model_copy(update={"decision": record_bytes})
+            messages.append(encode_message(self.codec, self.topology.plans, control.incident_id.encode(), control,
+                                           trace_id))
         if decision.review is not None:
             messages.append(encode_message(self.codec, self.topology.review_requests, key, decision.review, trace_id))
         # Queued last, after the commands and the review request it names.

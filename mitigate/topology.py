@@ -71,6 +71,10 @@ class Topology:
         return self.name("signals")
 
     @property
+    def plans(self) -> str:
+        return self.name("plans")
+
+    @property
     def action_results(self) -> str:
         return self.name("action-results")
 
@@ -112,6 +116,8 @@ class Topology:
                       "Latest context of every asset; feeds the asset table."),
             TopicSpec("silences", 1, "compact", None, "silence id", "Silence",
                       "Latest state of every silence; feeds the silence table."),
+            TopicSpec("plans", self.partitions, "delete", 7 * DAY_MS, "incident id", "PlanControl",
+                      "Plans to start or cancel, and ticks of the orchestrator's timer."),
             TopicSpec("action-results", self.partitions, "delete", 7 * DAY_MS, "incident id", "ActionResult",
                       "What executors did with each command."),
         ]

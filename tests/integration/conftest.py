@@ -90,6 +90,10 @@ class Deployment:
         """Stop the worker with SIGTERM and start it again on the same data folder; wait until it is ready."""
         self.process.terminate()
         assert self.process.wait(timeout=60) == 0
+        self.start()
+
+    def start(self) -> None:
+        """Start a worker on the deployment's data folder (after the previous one exited); wait until ready."""
         Path(self.env["MITIGATE_READY_FILE"]).unlink(missing_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "mitigate.cli", "worker"], env=self.env,

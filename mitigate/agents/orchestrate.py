@@ -1,0 +1,144 @@
+"""The orchestrate agent: plan controls and action results, keyed by incident id, and a timer for deadlines."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import faust
+from pydantic import ValidationError
+
+from mitigate.agents.anomalies import Sender
+from mitigate.agents.reference import TextKeyStore
+from mitigate.codec import AvroCodec
+from mitigate.errors import DecodeError
+from mitigate.limits import epoch_ms
+from mitigate.models import ActionResult, PlanControl
+from mitigate.orchestration import Effects, Orchestrator, PlanBook, PlanState
+from mitigate.pipeline import Processed, encode_message
+from mitigate.topology import Topology
+
+logger = logging.getLogger(__name__)
+
+TICK_INTERVAL_S = 1.0
+# Finished plans are kept this long, so that late or duplicate results find them.
+FINISHED_RETENTION_MS = 24 * 3600 * 1000
+
+
+class PlanAgent:
+    """Runs the orchestrator for the incidents of this worker's partitions."""
+
+    def __init__(
+        self, app: faust.App, topology: Topology, orchestrator: Orchestrator, codec: AvroCodec, sender: Sender,
+        plans: TextKeyStore, partitions: int,
+    ) -> None:
+        self.app = app
+        self.topology = topology
+        self.orchestrator = orchestrator
+        self.codec = codec
+        self.sender = sender
+        self.plans = plans
+        source = app.topic(topology.plans, topology.action_results, key_serializer="raw", value_serializer="raw",
+                           partitions=partitions)
+        app.agent(source, name="orchestrate")(self._run)
+        app.timer(TICK_INTERVAL_S, name="orchestrate-timer")(self._send_ticks)
+
+    async def _run(self, stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            now = datetime.now(UTC)
+            if message.topic == self.topology.plans:
+                effects = self._control(message.value, message.partition, now)
+            else:
+                effects = self._result(message.value, now)
+            if effects is not None:
+                await self.sender.send(self._messages(effects))
+
+    def _load(self, incident_id: str) -> dict[str, PlanState]:
+        raw = self.plans.get(incident_id)
+        return PlanBook.model_validate_json(raw).plans if raw else {}
+
+    def _store(self, incident_id: str, plans: dict[str, PlanState], now: datetime) -> None:
+        now_ms = epoch_ms(now)
+        kept = {
+            plan_id: plan for plan_id, plan in plans.items()
+            if plan.state == "running" or now_ms - plan.updated_ms < FINISHED_RETENTION_MS
+        }
+        self.plans[incident_id] = PlanBook(plans=kept).model_dump_json().encode()
+
+    def _control(self, value: bytes | None, partition: int, now: datetime) -> Effects | None:
+        try:
+            control = PlanControl.model_validate(self.codec.decode(value, "PlanControl").record)
+        except (DecodeError, ValidationError) as exc:
+            logger.error("plan control ignored partition=%d: %s", partition, exc)
+            return None
+        plans = self._load(control.incident_id)
+        effects = Effects()
+        if control.kind == "start":
+            if control.plan_id in plans:
+                return None  # a redelivered start; the plan runs already
+            plan, effects = self.orchestrator.start(control, partition, now)
+            plans[control.plan_id] = plan
+            logger.info("plan started incident=%s plan=%s steps=%d trace_id=%s",
+                        control.incident_id, control.plan_id, len(control.steps), control.trace_id)
+        elif control.kind == "cancel":
+            running = plans.get(control.plan_id)
+            if running is not None:
+                effects = self.orchestrator.cancel(running, control, now)
+        else:
+            for plan in plans.values():
+                effects.extend(self.orchestrator.tick(plan, now))
+        self._store(control.incident_id, plans, now)
+        return effects
+
+    def _result(self, value: bytes | None, now: datetime) -> Effects | None:
+        try:
+            result = ActionResult.model_validate(self.codec.decode(value, "ActionResult").record)
+        except (DecodeError, ValidationError) as exc:
+            logger.error("action result ignored by the orchestrator: %s", exc)
+            return None
+        if result.incident_id is None:
+            return None
+        plans = self._load(result.incident_id)
+        plan = plans.get(result.decision_id)
+        if plan is None:
+            logger.warning("result for an unknown plan ignored incident=%s decision=%s command=%s",
+                           result.incident_id, result.decision_id, result.command_id)
+            return None
+        effects = self.orchestrator.on_result(plan, result, now)
+        self._store(result.incident_id, plans, now)
+        return effects
+
+    def _messages(self, effects: Effects) -> Processed:
+        messages = []
+        for command in effects.commands:
+            messages.append(encode_message(self.codec, self.topology.actions(command.executor),
+                                           command.target.encode(), command, command.trace_id))
+        for review in effects.reviews:
+            messages.append(encode_message(self.codec, self.topology.review_requests, review.entity.encode(),
+                                           review, review.trace_id))
+        for record in effects.records:
+            messages.append(encode_message(self.codec, self.topology.decisions, record.entity.encode(), record,
+                                           record.trace_id))
+        return Processed(tuple(messages))
+
+    async def _send_ticks(self) -> None:
+        """Ask the agent to check plans whose deadline or retry time has come.
+
+        The timer only reads the table: a RocksDB table can be changed only while
+        processing a message of its partition, so the tick goes through the plans
+        topic, keyed by incident id like everything else the agent changes.
+        """
+        active = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topology.plans}
+        now = datetime.now(UTC)
+        now_ms = epoch_ms(now)
+        topic = self.sender.topic(self.topology.plans)
+        for incident_id in list(self.plans):
+            due = [plan for plan in self._load(incident_id).values()
+                   if plan.state in ("running", "failed") and plan.partition in active
+                   and (plan.due_ms() or now_ms + 1) <= now_ms]
+            if not due:
+                continue
+            tick = PlanControl(kind="tick", incident_id=incident_id, plan_id=due[0].control.plan_id,
+                               trace_id=due[0].control.trace_id, issued_at=now)
+            await topic.send(key=incident_id.encode(), value=self.codec.encode("PlanControl", tick.to_avro()))
