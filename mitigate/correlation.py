@@ -28,7 +28,7 @@ import orjson
 from mitigate.automation import AutomationSettings
 from mitigate.decision import Decider, Decision, IncidentView, RecordBuilder, plan_steps, risk_score, stable_id
 from mitigate.limits import Breaker, Budget, RunCaps, epoch_ms
-from mitigate.models import SEVERITIES, ActionCommand, GateResult, PlanControl, Severity, Signal, Silence
+from mitigate.models import SEVERITIES, GateResult, PlanControl, PlanStep, Severity, Signal, Silence
 from mitigate.policy import ActivePolicy, PolicyIndex, format_duration
 from mitigate.silences import active_silence
 
@@ -102,19 +102,19 @@ class StoreLimiter:
         self.run_caps = RunCaps(runs)
         self.breaker = breaker
 
-    def gates(self, policy: ActivePolicy, signal: Signal, commands: list[ActionCommand], now: datetime) -> list[GateResult]:
-        targets = sorted({command.target for command in commands}) or [signal.event.entity]
-        results = [self.budget.gate(signal.event.subsystem, len(commands), now)]
+    def gates(self, policy: ActivePolicy, signal: Signal, steps: list[PlanStep], now: datetime) -> list[GateResult]:
+        targets = sorted({step.target for step in steps}) or [signal.event.entity]
+        results = [self.budget.gate(signal.event.subsystem, len(steps), now)]
         for target in targets:
             results.extend(self.run_caps.gates(policy, signal.event.fingerprint, target, now))
         results.append(self.breaker.gate(now))
         return results
 
-    def spend(self, policy: ActivePolicy, signal: Signal, commands: list[ActionCommand], now: datetime) -> None:
-        self.budget.spend(signal.event.subsystem, len(commands), now)
-        for target in sorted({command.target for command in commands}) or [signal.event.entity]:
+    def spend(self, policy: ActivePolicy, signal: Signal, steps: list[PlanStep], now: datetime) -> None:
+        self.budget.spend(signal.event.subsystem, len(steps), now)
+        for target in sorted({step.target for step in steps}) or [signal.event.entity]:
             self.run_caps.record(policy, signal.event.fingerprint, target, now)
-        self.breaker.record_commands(len(commands), now)
+        self.breaker.record_commands(len(steps), now)
 
 
 class IncidentEngine:
@@ -144,19 +144,23 @@ class IncidentEngine:
     def group_key(self, signal: Signal) -> str:
         event = signal.event
         labels = ",".join(f"{name}={event.labels.get(name, '')}" for name in self.settings.correlation.group_labels)
-        return f"{event.subsystem}|{event.anomaly_type}|{labels}"
+        entity = event.entity if self.settings.correlation.group_by_entity else ""
+        return f"{event.subsystem}|{event.anomaly_type}|{entity}|{labels}"
 
     def process(self, signal: Signal, breaker: Breaker) -> Decision:
         event = signal.event
         now_ms = epoch_ms(event.event_time)
         group = self.group_key(signal)
-        fingerprint: Fingerprint | None = _load(self.fingerprints, event.fingerprint, Fingerprint)
+        # Scoped by subsystem: detectors that reuse a fingerprint in two subsystems
+        # must not merge their signals into one incident.
+        fingerprint_key = f"{event.subsystem}|{event.fingerprint}"
+        fingerprint: Fingerprint | None = _load(self.fingerprints, fingerprint_key, Fingerprint)
         own = self._open_incident(fingerprint.incident) if fingerprint is not None else None
         was_firing = own is not None and fingerprint is not None and fingerprint.status == "firing" \
             and event.fingerprint in own.firing
 
         if event.status == "resolved":
-            return self._resolve(signal, own if was_firing else None, fingerprint, now_ms)
+            return self._resolve(signal, own if was_firing else None, fingerprint, fingerprint_key, now_ms)
 
         # A repeat stays on its own incident however long it fires; a new signal
         # joins the group's current incident only within the group window.
@@ -182,7 +186,7 @@ class IncidentEngine:
         fingerprint.incident, fingerprint.status, fingerprint.last_seen_ms = incident.incident_id, "firing", now_ms
 
         decision = self._decide(signal, incident, fingerprint, trigger, was_firing, breaker)
-        _save(self.fingerprints, event.fingerprint, fingerprint)
+        _save(self.fingerprints, fingerprint_key, fingerprint)
         _save(self.incidents, incident.incident_id, incident)
         return decision
 
@@ -275,12 +279,13 @@ class IncidentEngine:
         return decision
 
     def _resolve(
-        self, signal: Signal, incident: Incident | None, fingerprint: Fingerprint | None, now_ms: int
+        self, signal: Signal, incident: Incident | None, fingerprint: Fingerprint | None, fingerprint_key: str,
+        now_ms: int,
     ) -> Decision:
         event = signal.event
         if fingerprint is not None:
             fingerprint.status, fingerprint.last_seen_ms = "resolved", now_ms
-            _save(self.fingerprints, event.fingerprint, fingerprint)
+            _save(self.fingerprints, fingerprint_key, fingerprint)
 
         if incident is not None:
             incident.signals += 1

@@ -62,10 +62,10 @@ class IncidentView:
 class Limiter(Protocol):
     """Blast-radius limits (budgets, run caps, circuit breaker) consulted before acting."""
 
-    def gates(self, policy: ActivePolicy, signal: Signal, commands: list[ActionCommand], now: datetime) -> list[GateResult]:
+    def gates(self, policy: ActivePolicy, signal: Signal, steps: list[PlanStep], now: datetime) -> list[GateResult]:
         ...
 
-    def spend(self, policy: ActivePolicy, signal: Signal, commands: list[ActionCommand], now: datetime) -> None:
+    def spend(self, policy: ActivePolicy, signal: Signal, steps: list[PlanStep], now: datetime) -> None:
         ...
 
 
@@ -252,7 +252,8 @@ class Decider:
 
         commands = self._commands(signal, decision_id, policy, now, incident)
         gates = evaluate_gates(policy.document.gates, event, signal.asset, now)
-        limit_gates = limiter.gates(policy, signal, commands, now) if limiter is not None else []
+        # Limits count every step of the plan, not only the first commands: all of them will act.
+        limit_gates = limiter.gates(policy, signal, steps, now) if limiter is not None else []
         mode, mode_note = self._mode(policy, incident.incident_id if incident else event.event_id)
         summary = ", ".join(f"{command.executor}/{command.action}" for command in commands)
 
@@ -272,8 +273,9 @@ class Decider:
                                    policy, gates + limit_gates, steps)
 
         if limiter is not None:
-            limiter.spend(policy, signal, commands, now)
-        reason = (f"all {len(gates) + len(limit_gates)} gates passed; plan of {_count(len(steps), 'step')} "
+            limiter.spend(policy, signal, steps, now)
+        checks = f"all {_count(len(gates), 'gate')}" + (f" and {_count(len(limit_gates), 'limit')}" if limit_gates else "")
+        reason = (f"{checks} passed; plan of {_count(len(steps), 'step')} "
                   f"started, first {_count(len(commands), 'command')}: {summary}")
         if mode_note:
             reason = f"{mode_note}; {reason}"
@@ -324,6 +326,7 @@ class Decider:
                     depends_on=list(step.depends_on),
                     policy_id=policy.policy_id,
                     policy_version=policy.version,
+                    preconditions=dict(step.preconditions),
                 )
             )
         return commands

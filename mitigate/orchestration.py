@@ -74,15 +74,19 @@ class PlanState(BaseModel):
     runs: dict[str, StepRun]
     compensations: list[Compensation] = Field(default_factory=list)
     updated_ms: int
+    records: int = 0  # records written so far, so that each gets its own id
 
     def step(self, step_id: str) -> PlanStepSpec:
         return next(spec for spec in self.control.steps if spec.step_id == step_id)
 
-    def due_ms(self) -> int | None:
-        """Return when the plan next needs a tick (a deadline or a retry), or None."""
-        times = [run.deadline_ms for run in self.runs.values() if run.status == "running" and run.deadline_ms]
-        times += [run.retry_at_ms for run in self.runs.values() if run.status == "retry-wait" and run.retry_at_ms]
-        times += [item.deadline_ms for item in self.compensations if item.status == "running" and item.deadline_ms]
+    def due_ms(self, grace_ms: int = 0) -> int | None:
+        """Return when the plan next needs a tick (a deadline plus grace, or a retry), or None."""
+        times = [run.deadline_ms + grace_ms for run in self.runs.values()
+                 if run.status == "running" and run.deadline_ms and self.state == "running"]
+        times += [run.retry_at_ms for run in self.runs.values()
+                  if run.status == "retry-wait" and run.retry_at_ms and self.state == "running"]
+        times += [item.deadline_ms + grace_ms for item in self.compensations
+                  if item.status == "running" and item.deadline_ms]
         return min(times) if times else None
 
 
@@ -160,6 +164,8 @@ class Orchestrator:
         effects = Effects()
         if plan.state == "running":
             for step_id, run in list(plan.runs.items()):
+                if plan.state != "running":
+                    break  # a timeout just failed the plan; the other steps are handled by that
                 if run.status == "running" and run.deadline_ms is not None and now_ms > run.deadline_ms + grace_ms:
                     effects.extend(self._attempt_failed(plan, step_id, "timed_out",
                                                         "no result by the command's deadline", now))
@@ -186,6 +192,8 @@ class Orchestrator:
             return Effects()  # a late result of an earlier attempt, or a duplicate; nothing changes
 
         run = plan.runs[step_id]
+        if plan.state != "running":
+            return self._late_result(plan, step_id, result, now)
         if result.status in FINAL_OK:
             run.status = result.status
             run.finished_ms = epoch_ms(now)
@@ -193,6 +201,28 @@ class Orchestrator:
             plan.updated_ms = epoch_ms(now)
             return self._advance(plan, now)
         return self._attempt_failed(plan, step_id, result.status, result.reason or "no reason given", now)
+
+    def _late_result(self, plan: PlanState, step_id: str, result: ActionResult, now: datetime) -> Effects:
+        """Record the result of a step that was still running when its plan failed or was cancelled.
+
+        Nothing is retried or sent on. A step that succeeded after its plan
+        failed is undone too: it is queued to be compensated first, because it
+        finished last.
+        """
+        run = plan.runs[step_id]
+        run.status = result.status if result.status in FINAL_OK else "failed"
+        run.finished_ms = epoch_ms(now)
+        run.history.append(f"attempt {run.attempt} {result.status} after the plan stopped"
+                           + (f": {result.reason}" if result.reason else ""))
+        plan.updated_ms = epoch_ms(now)
+        if plan.state != "failed" or result.status != "succeeded" or plan.step(step_id).compensate is None:
+            return Effects()
+        done = [item for item in plan.compensations if item.status != "pending"]
+        waiting = [item for item in plan.compensations if item.status == "pending"]
+        plan.compensations = [*done, Compensation(step_id=step_id), *waiting]
+        if any(item.status == "running" for item in plan.compensations):
+            return Effects()
+        return self._next_compensation(plan, now)
 
     # Internals
 
@@ -265,8 +295,8 @@ class Orchestrator:
             run.status, run.retry_at_ms = "retry-wait", epoch_ms(now) + delay
             effects.records.append(self._record(
                 plan, now, "auto", "step-retry",
-                f"step {step_id} attempt {run.attempt} {status}: {reason}; retry {run.attempt + 1} of "
-                f"{spec.retries + 1} in {delay / 1000:.1f} s",
+                f"step {step_id} attempt {run.attempt} {status}: {reason}; retry {run.attempt} of "
+                f"{spec.retries} in {delay / 1000:.1f} s",
             ))
             return effects
 
@@ -279,10 +309,13 @@ class Orchestrator:
         cancelled = [step_id for step_id, run in plan.runs.items() if run.status in ("pending", "retry-wait")]
         for step_id in cancelled:
             plan.runs[step_id].status = "cancelled"
+        order = {spec.step_id: index for index, spec in enumerate(plan.control.steps)}
+        # Latest finished first; a tie in the same millisecond falls back to plan order, reversed,
+        # so a step is never undone before a step that depends on it.
         done = sorted(
             (step_id for step_id, run in plan.runs.items() if run.status == "succeeded"
              and plan.step(step_id).compensate is not None),
-            key=lambda step_id: plan.runs[step_id].finished_ms or 0,
+            key=lambda step_id: (plan.runs[step_id].finished_ms or 0, order[step_id]),
             reverse=True,
         )
         plan.compensations = [Compensation(step_id=step_id) for step_id in done]
@@ -350,9 +383,9 @@ class Orchestrator:
         *, cancelled: list[str] | None = None, review_id: str | None = None,
     ) -> DecisionRecord:
         template = self._template(plan)
-        kind_count = sum(len(run.history) for run in plan.runs.values()) + len(plan.compensations)
+        plan.records += 1
         return template.model_copy(update={
-            "decision_id": stable_id("plan-record", plan.control.plan_id, reason_code, str(kind_count)),
+            "decision_id": stable_id("plan-record", plan.control.plan_id, str(plan.records)),
             "decided_at": now,
             "outcome": outcome,
             "reason_code": reason_code,

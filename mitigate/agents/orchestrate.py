@@ -38,6 +38,7 @@ class PlanAgent:
         self.codec = codec
         self.sender = sender
         self.plans = plans
+        self.grace_ms = int(orchestrator.settings.result_grace * 1000)
         source = app.topic(topology.plans, topology.action_results, key_serializer="raw", value_serializer="raw",
                            partitions=partitions)
         app.agent(source, name="orchestrate")(self._run)
@@ -82,9 +83,9 @@ class PlanAgent:
             logger.info("plan started incident=%s plan=%s steps=%d trace_id=%s",
                         control.incident_id, control.plan_id, len(control.steps), control.trace_id)
         elif control.kind == "cancel":
-            running = plans.get(control.plan_id)
-            if running is not None:
-                effects = self.orchestrator.cancel(running, control, now)
+            # The incident resolved: every plan it started stops, not only the one the control names.
+            for running in plans.values():
+                effects.extend(self.orchestrator.cancel(running, control, now))
         else:
             for plan in plans.values():
                 effects.extend(self.orchestrator.tick(plan, now))
@@ -136,7 +137,7 @@ class PlanAgent:
         for incident_id in list(self.plans):
             due = [plan for plan in self._load(incident_id).values()
                    if plan.state in ("running", "failed") and plan.partition in active
-                   and (plan.due_ms() or now_ms + 1) <= now_ms]
+                   and (plan.due_ms(self.grace_ms) or now_ms + 1) <= now_ms]
             if not due:
                 continue
             tick = PlanControl(kind="tick", incident_id=incident_id, plan_id=due[0].control.plan_id,
