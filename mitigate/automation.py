@@ -33,6 +33,9 @@ class Correlation(Strict):
     # Signals of one subsystem and anomaly type (and the same values of these
     # labels) within group_window of each other form one incident.
     group_labels: list[str] = Field(default_factory=list)
+    # True gives every entity incidents of its own, so that one asset's context
+    # (known, frozen, in maintenance) never decides for another's signals.
+    group_by_entity: bool = False
     group_window: Duration = 300.0
     # A repeat of a signal already on the incident is decided again only after
     # this long, like a repeat notification.

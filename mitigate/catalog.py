@@ -204,6 +204,11 @@ def rollback_policy(
     histories = policy_histories(bootstrap_servers, topic, codec)
     target = version_of(histories, policy_id, to_version)
     current = histories[policy_id][-1]
+    if target.content_hash == current.content_hash and not current.deleted:
+        raise MitigateError(
+            f"version {current.version} of {policy_id!r}, in force now, has the same content as version "
+            f"{to_version}; nothing to roll back"
+        )
     if target.deleted:
         raise MitigateError(f"version {to_version} of {policy_id!r} is a withdrawal; roll back to a version before it")
     others = {

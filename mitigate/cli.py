@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--timeout", type=_positive_float, default=180.0, metavar="SECONDS",
                         help="give up when not every anomaly has an outcome after this many seconds (default 180)")
+    report.add_argument("--quiet", action="store_true", help="print only the summary")
     report.set_defaults(handler=run_report)
     return parser
 
@@ -607,6 +608,9 @@ def run_simulate(args: argparse.Namespace) -> int:
     from mitigate.report import format_decision
     from mitigate.simulation import differences, read_events, replay, summarise
 
+    for option, path in (("--automation", args.automation), ("--assets", args.assets)):
+        if not path.is_file():
+            raise MitigateError(f"{path} not found; run from the repository folder or pass {option} FILE")
     automation = AutomationSettings.load(args.automation)
     now = datetime.now(UTC)
     assets = {entry.entity: AssetContext(updated_at=now, **entry.model_dump()) for entry in load_assets(args.assets)}
@@ -660,7 +664,8 @@ def run_report(args: argparse.Namespace) -> int:
     from mitigate.report import follow
 
     settings = _kafka_settings(args)
-    ok = follow(settings.bootstrap_servers, settings.topology(), _codec(settings), sys.stdout, timeout_s=args.timeout)
+    ok = follow(settings.bootstrap_servers, settings.topology(), _codec(settings), sys.stdout, timeout_s=args.timeout,
+                quiet=args.quiet)
     return 0 if ok else EXIT_ERROR
 
 

@@ -13,11 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+import logging
+
 import orjson
 
 from mitigate.automation import Budgets, CircuitBreaker
 from mitigate.models import GateResult
 from mitigate.policy import ActivePolicy, RunCap, format_duration
+
+logger = logging.getLogger(__name__)
 
 Entries = list[list[int]]  # [[epoch ms, count], ...], oldest first
 
@@ -169,6 +173,8 @@ class ShardedBreaker:
                               threshold="closed")
         reason = self._trip_reason(commands, results, failures)
         if reason:
+            logger.warning("circuit breaker tripped: %s; automation is review-only for %s",
+                           reason, format_duration(self.settings.cool_down))
             self._write(lambda shard: BreakerShard(shard.commands, shard.results, now_ms))
             return GateResult(name="circuit-breaker", passed=False, value=f"tripped now: {reason}",
                               threshold="closed")

@@ -7,6 +7,7 @@ docs/policies.md with a complete example.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -267,6 +268,39 @@ def parse_policy(data: Any, source: str) -> PolicyDocument:
         raise error from exc
 
 
+REQUIRED_HINTS = {
+    "plan": "; add a plan with at least one step (id, executor, action)",
+    "id": "; give the policy an id such as cpu-saturation",
+}
+
+
+def _suggestion(error: Any) -> str:
+    """Name the known field closest to a misspelt one, if there is a close one."""
+    name = str(error["loc"][-1])
+    model = _section_model(error["loc"][:-1])
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(name, list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _section_model(path: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = PolicyDocument
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        nested = next((item for item in candidates if isinstance(item, type) and issubclass(item, BaseModel)), None)
+        if nested is None:
+            return None
+        model = nested
+    return model
+
+
 def _describe_error(error: Any) -> tuple[str, str]:
     """Return the field path and a plain message for one pydantic error."""
     field = ".".join(str(part) for part in error["loc"]) or "(document)"
@@ -277,9 +311,13 @@ def _describe_error(error: Any) -> tuple[str, str]:
     elif error["type"] == "value_error":
         message = str(error["ctx"]["error"])  # without pydantic's "Value error, " prefix
     elif error["type"] == "extra_forbidden":
-        message = f"unknown field; the fields of this section are listed in docs/policies.md ({message})"
+        message = "unknown field" + _suggestion(error) + "; the fields of each section are listed in docs/policies.md"
     elif error["type"] == "missing":
-        message = "required field is missing"
+        message = "required field is missing" + REQUIRED_HINTS.get(field, "")
+    elif error["type"] == "too_short" and field == "plan":
+        message = "the plan is empty; add at least one step with id, executor and action"
+    elif error["type"] in ("literal_error", "enum"):
+        message = f"invalid value {error.get('input')!r}; {message[0].lower()}{message[1:]}"
     elif error["type"] == "string_pattern_mismatch":
         message = (f"invalid name {error.get('input')!r}; use lowercase letters, digits, '.', '_' and '-', "
                    "starting with a letter or digit")
@@ -315,7 +353,8 @@ def load_policy_set(paths: Iterable[Path]) -> tuple[list[PolicyDocument], dict[s
         else:
             files.append(path)
     if not files:
-        raise PolicyError(", ".join(str(path) for path in paths) or "(no paths)", "(file)", "no policy files found")
+        raise PolicyError(", ".join(str(path) for path in paths) or "(no paths)", "(file)",
+                          "no policy files found (*.yaml or *.yml)")
 
     documents: list[PolicyDocument] = []
     origin: dict[str, Path] = {}

@@ -18,10 +18,17 @@ from mitigate.kafka import client_config
 from mitigate.models import ActionCommand, DeadLetter, DecisionRecord, ReviewRequest
 from mitigate.topology import EXECUTORS, Topology
 
+# Watermark queries cost a round trip per partition, so the anomaly count is refreshed at most this often.
+ANOMALY_COUNT_INTERVAL_S = 2.0
+# Reason codes of the orchestrator's records, which follow a decision rather than answer an anomaly.
+PLAN_PROGRESS = ("plan-", "step-", "compensation-")
+
 
 @dataclass
 class Tally:
     """Counts of what the output topics hold."""
+
+    plan_records: Counter[str] = field(default_factory=Counter)  # orchestrator progress, by reason code
 
     anomalies: int = 0
     decisions: Counter[str] = field(default_factory=Counter)
@@ -30,6 +37,7 @@ class Tally:
     reviews: int = 0
     named_command_ids: set[str] = field(default_factory=set)
     seen_command_ids: set[str] = field(default_factory=set)
+    incidents: set[str] = field(default_factory=set)
     undecodable: int = 0
 
     @property
@@ -80,8 +88,11 @@ class Follower:
     def run(self, *, timeout_s: float) -> bool:
         """Consume until every anomaly is accounted for; return False on timeout."""
         deadline = time.monotonic() + timeout_s
+        counted_at = 0.0
         while time.monotonic() < deadline:
-            self.tally.anomalies = count_messages(self.consumer, self.topology.anomalies)
+            if time.monotonic() - counted_at >= ANOMALY_COUNT_INTERVAL_S:
+                self.tally.anomalies = count_messages(self.consumer, self.topology.anomalies)
+                counted_at = time.monotonic()
             batch = self.consumer.consume(500, timeout=0.5)
             for message in batch:
                 error = message.error()
@@ -92,7 +103,11 @@ class Follower:
                 if value is not None and topic is not None:
                     self._handlers[topic](value)
             if self.tally.complete():
-                return True
+                # Count once more: anomalies produced since the last count need their outcomes too.
+                self.tally.anomalies = count_messages(self.consumer, self.topology.anomalies)
+                counted_at = time.monotonic()
+                if self.tally.complete():
+                    return True
         return False
 
     def _decode(self, value: bytes, name: str) -> dict[str, object] | None:
@@ -108,7 +123,13 @@ class Follower:
         if record is None:
             return
         decision = DecisionRecord.model_validate(record)
+        if decision.reason_code.startswith(PLAN_PROGRESS):
+            self.tally.plan_records[decision.reason_code] += 1
+            self.on_line(format_decision(decision))
+            return
         self.tally.decisions[decision.outcome] += 1
+        if decision.incident_id:
+            self.tally.incidents.add(decision.incident_id)
         self.tally.named_command_ids.update(decision.command_ids)
         self.on_line(format_decision(decision))
 
@@ -138,10 +159,13 @@ class Follower:
 
 
 def format_decision(decision: DecisionRecord) -> str:
-    policy = f"{decision.policy_id} v{decision.policy_version}" if decision.policy_id else "no policy"
+    if decision.policy_id:
+        policy = f" [{decision.policy_id} v{decision.policy_version}]"
+    else:
+        policy = "" if decision.outcome == "suppress" else " [no policy]"
     head = (
-        f"{decision.decided_at:%H:%M:%S} {decision.outcome:<11} {decision.entity} {decision.anomaly_type} "
-        f"{decision.severity} {decision.signal_status} confidence={decision.confidence:.2f} [{policy}]"
+        f"{decision.decided_at:%Y-%m-%d %H:%M:%S} {decision.outcome:<11} {decision.entity} {decision.anomaly_type} "
+        f"{decision.severity} {decision.signal_status} confidence={decision.confidence:.2f}{policy}"
     )
     return f"{head}\n{'':9}{decision.reason_code}: {decision.reason}"
 
@@ -156,22 +180,27 @@ def print_summary(tally: Tally, out: TextIO) -> bool:
     dead_letters = sum(tally.dead_letters.values())
     commands = sum(tally.commands.values())
     all_accounted = tally.accounted == tally.anomalies
-    commands_consistent = tally.named_command_ids == tally.seen_command_ids
-    reviews_consistent = tally.reviews == tally.decisions.get("review", 0)
+    commands_consistent = tally.named_command_ids <= tally.seen_command_ids
+    later_commands = len(tally.seen_command_ids - tally.named_command_ids)
+    expected_reviews = tally.decisions.get("review", 0) + tally.plan_records.get("plan-failed", 0)
+    reviews_consistent = tally.reviews == expected_reviews
     lines = [
         "",
         "Summary (counted from the output topics)",
         f"  anomalies read    {tally.anomalies:>6}",
         f"  decisions         {decisions:>6}  ({_breakdown(tally.decisions)})",
+        f"  incidents         {len(tally.incidents):>6}",
+        f"  plan records      {sum(tally.plan_records.values()):>6}  ({_breakdown(tally.plan_records)})",
         f"  dead letters      {dead_letters:>6}  ({_breakdown(tally.dead_letters)})",
         f"  commands          {commands:>6}  ({_breakdown(tally.commands)})",
         f"  review requests   {tally.reviews:>6}",
         f"  check: each anomaly has one decision or dead letter: {_verdict(all_accounted)} "
         f"({tally.anomalies} {'=' if all_accounted else '!='} {decisions} + {dead_letters})",
         f"  check: commands named by decisions are on the action topics: {_verdict(commands_consistent)} "
-        f"({len(tally.named_command_ids)} named, {len(tally.seen_command_ids)} found)",
-        f"  check: one review request per review decision: {_verdict(reviews_consistent)} "
-        f"({tally.decisions.get('review', 0)} decisions, {tally.reviews} requests)",
+        f"({len(tally.named_command_ids)} named, {len(tally.named_command_ids & tally.seen_command_ids)} found; "
+        f"{later_commands} more sent by plans: later steps, retries, compensations)",
+        f"  check: one review request per review decision or failed plan: {_verdict(reviews_consistent)} "
+        f"({expected_reviews} expected, {tally.reviews} requests)",
     ]
     if tally.undecodable:
         lines.append(f"  undecodable output messages: {tally.undecodable}")
@@ -183,11 +212,15 @@ def _verdict(ok: bool) -> str:
     return "ok" if ok else "MISMATCH"
 
 
-def follow(bootstrap_servers: str, topology: Topology, codec: AvroCodec, out: TextIO, *, timeout_s: float) -> bool:
-    """Print decisions as they arrive until every anomaly is accounted for, then the summary."""
+def follow(
+    bootstrap_servers: str, topology: Topology, codec: AvroCodec, out: TextIO, *, timeout_s: float,
+    quiet: bool = False,
+) -> bool:
+    """Print decisions as they arrive (unless quiet) until every anomaly is accounted for, then the summary."""
     def emit(line: str) -> None:
-        out.write(line + "\n")
-        out.flush()
+        if not quiet:
+            out.write(line + "\n")
+            out.flush()
 
     follower = Follower(bootstrap_servers, topology, codec, emit)
     try:

@@ -8,7 +8,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 
 from mitigate.errors import MitigateError
-from mitigate.models import AnomalyEvent, Silence
+from mitigate.models import SEVERITIES, AnomalyEvent, Silence
 
 FIELDS = ("entity", "subsystem", "anomaly_type", "severity", "fingerprint")
 LABEL_PREFIX = "labels."
@@ -29,6 +29,10 @@ def parse_matchers(items: Iterable[str]) -> dict[str, str]:
         if name not in FIELDS and not (name.startswith(LABEL_PREFIX) and len(name) > len(LABEL_PREFIX)):
             raise SilenceError(
                 f"invalid matcher name {name!r}; use one of {', '.join(FIELDS)} or labels.NAME"
+            )
+        if name == "severity" and not any(fnmatchcase(severity, pattern) for severity in SEVERITIES):
+            raise SilenceError(
+                f"matcher severity={pattern} matches no severity; severities are {', '.join(SEVERITIES)}"
             )
         matchers[name] = pattern
     if not matchers:

@@ -99,7 +99,10 @@ class SignalAgent:
             self.decided += 1
             if processed.decision is not None:
                 record = processed.decision.record
-                logger.info(
+                # Suppressed signals are the bulk of an alert storm; they are in the decisions topic.
+                level = logging.DEBUG if record.outcome == "suppress" else logging.INFO
+                logger.log(
+                    level,
                     "decision outcome=%s reason=%s policy=%s/%s incident=%s entity=%s event_id=%s trace_id=%s",
                     record.outcome, record.reason_code, record.policy_id or "-", record.policy_version or "-",
                     record.incident_id, record.entity, record.event_id, record.trace_id,

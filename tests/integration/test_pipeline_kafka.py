@@ -245,4 +245,4 @@ def test_report_accounts_for_every_anomaly(deployment: Deployment) -> None:
 
     assert "check: each anomaly has one decision or dead letter: ok" in output
     assert "check: commands named by decisions are on the action topics: ok" in output
-    assert "check: one review request per review decision: ok" in output
+    assert "check: one review request per review decision or failed plan: ok" in output

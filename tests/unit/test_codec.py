@@ -30,9 +30,12 @@ from mitigate.models import (
     DeadLetter,
     DecisionRecord,
     GateResult,
+    CompensationSpec,
     Header,
     Lineage,
+    PlanControl,
     PlanStep,
+    PlanStepSpec,
     PolicyVersion,
     ReviewRequest,
 )
@@ -166,6 +169,28 @@ SAMPLE_RECORDS: list[AvroModel] = [
     Silence(silence_id="s1", matchers={"subsystem": "industrial/*", "labels.metric": "machine_temperature"},
             starts_at=NOW, ends_at=NOW + timedelta(hours=1), author="alice", reason="sensor recalibration",
             created_at=NOW),
+    PlanControl(
+        kind="start",
+        incident_id="i1",
+        plan_id="d-1",
+        trace_id="t-1",
+        issued_at=NOW,
+        reason="all 6 gates passed",
+        policy_id="machine-temperature-high",
+        policy_version=2,
+        steps=[
+            PlanStepSpec(step_id="rollback-config", executor="demo-target", action="rollback-config",
+                         target="machine-temperature-01", parameters={"to_version": "last-known-good"},
+                         preconditions={"config_version": "42"}, timeout_ms=120_000, retries=2,
+                         compensate=CompensationSpec(executor="demo-target", action="restore-config",
+                                                     parameters={"to_version": "previous"}, timeout_ms=30_000)),
+            PlanStepSpec(step_id="verify", executor="webhook", action="verify", target="machine-temperature-01",
+                         depends_on=["rollback-config"], timeout_ms=60_000),
+        ],
+        # Not valid UTF-8, as an encoded DecisionRecord usually is not.
+        decision=b"\xc3\x01\xff\x00\x80",
+        signal_score=6.25,
+    ),
 ]
 SAMPLE_IDS = [type(record).__name__ for record in SAMPLE_RECORDS]
 

@@ -23,7 +23,7 @@ from mitigate.policy import ActivePolicy, PolicyIndex
 from tests.unit.builders import NOW, active_policy, anomaly_event, asset_context
 
 # active_policy() covers spikes in industrial/* of medium severity or more. An auto
-# decision sends rollback-config and open-ticket, and verify waits for rollback-config.
+# decision starts with rollback-config and open-ticket, and verify waits for rollback-config.
 COOLING = active_policy()
 SETTINGS = AutomationSettings.model_validate({
     "correlation": {
@@ -129,10 +129,10 @@ def test_commands_name_incident() -> None:
 @pytest.mark.parametrize(
     ("group_labels", "labels", "key"),
     [
-        ([], {"metric": "machine_temperature"}, "industrial/cooling|spike|"),
-        (["metric"], {"metric": "machine_temperature"}, "industrial/cooling|spike|metric=machine_temperature"),
+        ([], {"metric": "machine_temperature"}, "industrial/cooling|spike||"),
+        (["metric"], {"metric": "machine_temperature"}, "industrial/cooling|spike||metric=machine_temperature"),
         (["site", "metric"], {"metric": "machine_temperature"},
-         "industrial/cooling|spike|site=,metric=machine_temperature"),
+         "industrial/cooling|spike||site=,metric=machine_temperature"),
     ],
     ids=["no-labels", "one-label", "missing-label"],
 )
@@ -451,19 +451,45 @@ def test_resolved_closes_incident() -> None:
     assert decision.record.reason_code == "incident-resolved"
 
 
-def test_resolved_lists_cancelled_steps() -> None:
+def test_resolved_sends_plan_cancel() -> None:
+    harness = Harness()
+    first = harness.send(0).record
+    decision = harness.send(1, status="resolved")
+
+    assert decision.plan is not None
+    assert decision.plan.kind == "cancel"
+    assert decision.plan.plan_id == first.decision_id
+    assert decision.plan.incident_id == first.incident_id
+
+
+def test_plan_cancel_fields() -> None:
+    harness = Harness()
+    harness.send(0)
+    resolved = signal(1, status="resolved")
+    decision = harness.engine.process(resolved, harness.breaker)
+
+    assert decision.plan is not None
+    assert decision.plan.reason == f"incident resolved by signal {resolved.event.event_id}"
+    assert decision.plan.trace_id == resolved.trace_id
+    assert decision.plan.issued_at == resolved.event.event_time
+    assert decision.plan.steps == []
+
+
+def test_resolved_leaves_steps_to_orchestrator() -> None:
+    # Only the orchestrator tracks which steps started, so the record names none.
     harness = Harness()
     harness.send(0)
 
-    assert harness.send(1, status="resolved").record.cancelled_steps == ["verify"]
+    assert harness.send(1, status="resolved").record.cancelled_steps == []
 
 
 def test_resolved_reason_text() -> None:
     harness = Harness()
-    incident_id = harness.send(0).record.incident_id
+    first = harness.send(0).record
 
     assert harness.send(1, status="resolved").record.reason == (
-        f"incident {incident_id} resolved: no signal of it fires any more; cancelled steps not yet started: verify"
+        f"incident {first.incident_id} resolved: no signal of it fires any more; "
+        f"plan {first.decision_id} is cancelled: its steps not yet started will not run"
     )
 
 
@@ -481,8 +507,10 @@ def test_resolved_closes_pending_review() -> None:
 def test_resolved_review_cancels_nothing() -> None:
     harness = Harness()
     harness.send(0, confidence=0.6)
+    decision = harness.send(1, status="resolved")
 
-    assert harness.send(1, status="resolved").record.cancelled_steps == []
+    assert decision.record.cancelled_steps == []
+    assert decision.plan is None
 
 
 def test_resolved_while_other_fires() -> None:
@@ -493,6 +521,7 @@ def test_resolved_while_other_fires() -> None:
 
     assert decision.record.reason_code == "signal-resolved"
     assert decision.record.cancelled_steps == []
+    assert decision.plan is None
 
 
 def test_resolved_while_other_fires_text() -> None:
@@ -513,7 +542,8 @@ def test_last_resolution_closes_incident() -> None:
     decision = harness.send(3, status="resolved", **OTHER_FINGERPRINT)
 
     assert decision.record.reason_code == "incident-resolved"
-    assert decision.record.cancelled_steps == ["verify"]
+    assert decision.plan is not None
+    assert decision.plan.kind == "cancel"
 
 
 def test_resolved_without_incident() -> None:
@@ -618,7 +648,7 @@ def test_budget_sends_review() -> None:
     assert decision.record.outcome == "review"
     assert decision.record.reason_code == "limit-reached"
     assert decision.record.reason == (
-        "automation limits reached: subsystem-budget 2 + 2 commands in 10m (needs <= 3)"
+        "automation limits reached: subsystem-budget 3 + 3 commands in 10m (needs <= 3)"
     )
 
 

@@ -13,8 +13,10 @@ from mitigate.intake import Accepted, SourceMessage
 from mitigate.models import (
     AnomalyEvent,
     AssetContext,
+    CompensationSpec,
     GateResult,
     MaintenanceWindow,
+    PlanControl,
     PlanStep,
     ReviewRequest,
     Signal,
@@ -307,8 +309,8 @@ def test_auto_record_lists_commands() -> None:
 
 def test_auto_reason_names_waiting_steps() -> None:
     assert decide().record.reason == (
-        "all 6 gates passed; sent 2 commands: demo-target/rollback-config, ticket/open-ticket; "
-        "steps waiting for results: verify"
+        "all 6 gates passed; plan of 3 steps started, first 2 commands: demo-target/rollback-config, "
+        "ticket/open-ticket; after their dependencies: verify"
     )
 
 
@@ -316,7 +318,7 @@ def test_auto_without_dependencies_reason() -> None:
     policy = active_policy(plan=[{"id": "notify", "executor": "ticket", "action": "open-ticket"}])
 
     assert decide(policies=PolicyIndex([policy])).record.reason == (
-        "all 6 gates passed; sent 1 command: ticket/open-ticket"
+        "all 6 gates passed; plan of 1 step started, first 1 command: ticket/open-ticket"
     )
 
 
@@ -345,6 +347,94 @@ def test_command_carries_decision_and_trace() -> None:
 
     assert {command.decision_id for command in decision.commands} == {decision.record.decision_id}
     assert {command.trace_id for command in decision.commands} == {decision.record.trace_id}
+
+
+# Plan of an auto decision, which the orchestrate stage runs
+
+
+@pytest.mark.parametrize(
+    ("changes", "asset", "policies", "outcome"), [case[1:5] for case in OUTCOMES], ids=OUTCOME_IDS
+)
+def test_plan_only_for_auto(
+    changes: dict[str, Any], asset: AssetContext | None, policies: PolicyIndex, outcome: str
+) -> None:
+    decision = decide(anomaly_event(**changes), asset, policies)
+
+    assert (decision.plan is not None) == (outcome == "auto")
+
+
+def plan_of(decision: Decision) -> PlanControl:
+    assert decision.plan is not None
+    return decision.plan
+
+
+def test_plan_starts_under_decision_id() -> None:
+    decision = decide()
+    plan = plan_of(decision)
+
+    assert plan.kind == "start"
+    assert plan.plan_id == decision.record.decision_id
+    assert plan.trace_id == decision.record.trace_id
+    assert plan.issued_at == NOW
+
+
+def test_plan_names_policy_and_score() -> None:
+    plan = plan_of(decide())
+
+    assert (plan.policy_id, plan.policy_version) == ("cooling-spike", 3)
+    assert plan.signal_score == anomaly_event().score
+
+
+def test_plan_leaves_record_to_stage() -> None:
+    # DecisionStage puts the encoded DecisionRecord in before sending the plan.
+    assert plan_of(decide()).decision is None
+
+
+def test_plan_without_incident_uses_event() -> None:
+    assert plan_of(decide()).incident_id == anomaly_event().event_id
+
+
+def test_plan_names_incident() -> None:
+    incident = IncidentView(incident_id="incident-7", signals=2, first_seen=NOW, last_seen=NOW)
+    decision = Decider(default_review_timeout=DEFAULT_REVIEW_TIMEOUT).decide(enriched(), COOLING, NOW, incident)
+
+    assert plan_of(decision).incident_id == "incident-7"
+
+
+@pytest.mark.parametrize(
+    ("attribute", "expected"),
+    [
+        ("step_id", ["rollback-config", "open-ticket", "verify"]),
+        ("executor", ["demo-target", "ticket", "webhook"]),
+        ("target", ["machine-temperature-01", "industrial/cooling/machine-temperature-01", "machine-temperature-01"]),
+        ("timeout_ms", [120_000, 60_000, 300_000]),
+        ("retries", [0, 0, 0]),
+        ("depends_on", [[], [], ["rollback-config"]]),
+        ("compensate", [None, None, None]),
+    ],
+)
+def test_plan_step_field(attribute: str, expected: list[Any]) -> None:
+    assert [getattr(step, attribute) for step in plan_of(decide()).steps] == expected
+
+
+def test_plan_step_compensation() -> None:
+    policy = active_policy(plan=[{
+        "id": "rollback-config",
+        "executor": "demo-target",
+        "action": "rollback-config",
+        "timeout_s": 90,
+        "retries": 2,
+        "preconditions": {"config_version": 42},
+        "compensate": {"action": "restore-config", "parameters": {"to_version": "previous"}, "timeout_s": 30.5},
+    }])
+
+    (step,) = plan_of(decide(policies=PolicyIndex([policy]))).steps
+
+    assert step.retries == 2
+    assert step.preconditions == {"config_version": "42"}
+    # A compensation without an executor goes to the executor of the step it undoes.
+    assert step.compensate == CompensationSpec(executor="demo-target", action="restore-config",
+                                               parameters={"to_version": "previous"}, timeout_ms=30_500)
 
 
 def test_shadow_sends_nothing() -> None:
@@ -638,8 +728,8 @@ def test_canary_enforced_reason() -> None:
 
     assert decide_canary(fraction).record.reason == (
         f"canary: enforced for this incident (bucket {CANARY_BUCKET:.4f} < {fraction:g}); "
-        "all 6 gates passed; sent 2 commands: demo-target/rollback-config, ticket/open-ticket; "
-        "steps waiting for results: verify"
+        "all 6 gates passed; plan of 3 steps started, first 2 commands: demo-target/rollback-config, "
+        "ticket/open-ticket; after their dependencies: verify"
     )
 
 

@@ -15,11 +15,11 @@ from mitigate.decision import Decider, Decision
 from mitigate.intake import DetectorCatalog, Intake, SourceMessage
 from mitigate.limits import ShardedBreaker
 from mitigate.models import (
-    ActionCommand,
     AssetContext,
     AvroModel,
     DeadLetter,
     DecisionRecord,
+    PlanControl,
     ReviewRequest,
     Signal,
     Silence,
@@ -41,8 +41,7 @@ from tests.unit.builders import (
 TOPOLOGY = Topology(prefix="unit.")
 SCHEMA_OF_TOPIC: dict[str, type[AvroModel]] = {
     "unit.signals": Signal,
-    "unit.actions.demo-target": ActionCommand,
-    "unit.actions.ticket": ActionCommand,
+    "unit.plans": PlanControl,
     "unit.reviews.requests": ReviewRequest,
     "unit.decisions": DecisionRecord,
     "unit.anomalies.dead-letter": DeadLetter,
@@ -229,18 +228,14 @@ def test_first_step_decides_nothing(pipeline: Pipeline, codec: AvroCodec) -> Non
     assert outcome.rejection is None
 
 
-# A good event that the shipped policy machine-temperature-high acts on
+# A good event that the shipped policy machine-temperature-high acts on. The
+# decide stage sends the plan to the orchestrate stage, which sends the commands.
 
 
 def test_good_event_topics_in_order(two_steps: TwoSteps, codec: AvroCodec) -> None:
     outcome = two_steps.run(event_message(codec))
 
-    assert [sent.topic for sent in outcome.messages] == [
-        "unit.actions.demo-target",
-        "unit.actions.demo-target",
-        "unit.actions.ticket",
-        "unit.decisions",
-    ]
+    assert [sent.topic for sent in outcome.messages] == ["unit.plans", "unit.decisions"]
 
 
 def test_good_event_decided_auto(two_steps: TwoSteps, codec: AvroCodec) -> None:
@@ -252,14 +247,51 @@ def test_good_event_decided_auto(two_steps: TwoSteps, codec: AvroCodec) -> None:
 
 def test_good_event_values_decode(two_steps: TwoSteps, codec: AvroCodec) -> None:
     outcome = two_steps.run(event_message(codec))
+    decision = decided(outcome)
+    assert decision.plan is not None
+    record_bytes = codec.encode("DecisionRecord", decision.record.to_avro())
 
-    assert decode_all(codec, outcome) == [*decided(outcome).commands, decided(outcome).record]
+    assert decode_all(codec, outcome) == [
+        decision.plan.model_copy(update={"decision": record_bytes}),
+        decision.record,
+    ]
+
+
+def test_plan_message_starts_plan(two_steps: TwoSteps, codec: AvroCodec) -> None:
+    outcome = two_steps.run(event_message(codec))
+    control = decode_all(codec, outcome)[0]
+
+    assert control.kind == "start"
+    assert control.plan_id == decided(outcome).record.decision_id
+    assert control.incident_id == decided(outcome).record.incident_id
+
+
+def test_plan_message_carries_record(two_steps: TwoSteps, codec: AvroCodec) -> None:
+    outcome = two_steps.run(event_message(codec))
+    control = decode_all(codec, outcome)[0]
+
+    assert control.decision is not None
+    assert DecisionRecord.model_validate(codec.decode(control.decision, "DecisionRecord").record) == (
+        decided(outcome).record
+    )
+
+
+def test_plan_message_lists_every_step(two_steps: TwoSteps, codec: AvroCodec, tables: Recorder) -> None:
+    outcome = two_steps.run(event_message(codec))
+    control = decode_all(codec, outcome)[0]
+    policy = tables.policy_index.get("machine-temperature-high")
+    assert policy is not None
+
+    assert [step.step_id for step in control.steps] == [step.id for step in policy.document.plan]
 
 
 def test_good_event_keys(two_steps: TwoSteps, codec: AvroCodec) -> None:
     outcome = two_steps.run(event_message(codec))
+    incident_id = decided(outcome).record.incident_id
+    assert incident_id is not None
 
-    assert [sent.key for sent in outcome.messages] == [b"machine-temperature-01"] * 4
+    # The plan goes by incident id, so that it meets its results on one partition.
+    assert [sent.key for sent in outcome.messages] == [incident_id.encode(), b"machine-temperature-01"]
 
 
 def test_good_event_opens_incident(two_steps: TwoSteps, codec: AvroCodec) -> None:
@@ -282,7 +314,7 @@ def test_trace_header_from_producer(pipeline: Pipeline, stage: DecisionStage, br
     second = stage.process(signal_message(sent), breaker)
 
     assert sent.headers == (("trace-id", b"4bf92f3577b34da6"),)
-    assert [sent.headers for sent in second.messages] == [(("trace-id", b"4bf92f3577b34da6"),)] * 4
+    assert [sent.headers for sent in second.messages] == [(("trace-id", b"4bf92f3577b34da6"),)] * 2
 
 
 def test_trace_id_in_records(two_steps: TwoSteps, codec: AvroCodec) -> None:
@@ -295,7 +327,7 @@ def test_derived_trace_header_shared(two_steps: TwoSteps, codec: AvroCodec) -> N
     outcome = two_steps.run(event_message(codec))
     trace_id = decided(outcome).record.trace_id.encode()
 
-    assert [sent.headers for sent in outcome.messages] == [(("trace-id", trace_id),)] * 4
+    assert [sent.headers for sent in outcome.messages] == [(("trace-id", trace_id),)] * 2
 
 
 def test_signal_trace_header_derived(pipeline: Pipeline, codec: AvroCodec) -> None:
@@ -329,13 +361,14 @@ def test_replay_into_fresh_stores(pipeline: Pipeline, codec: AvroCodec, tables: 
 def test_redelivery_counted_as_duplicate(pipeline: Pipeline, stage: DecisionStage, breaker: ShardedBreaker,
                                          codec: AvroCodec) -> None:
     # The same Signal delivered twice to one DecisionStage (after a crash before the
-    # offset commit) must not send the commands twice.
+    # offset commit) must not start the plan twice.
     (sent,) = pipeline.process(event_message(codec)).messages
     stage.process(signal_message(sent), breaker)
     again = stage.process(signal_message(sent), breaker)
 
     assert decided(again).record.reason_code == "duplicate"
     assert decided(again).commands == ()
+    assert [sent.topic for sent in again.messages] == ["unit.decisions"]
 
 
 def test_clock_stamps_ingest_time(two_steps: TwoSteps, codec: AvroCodec) -> None:
@@ -420,6 +453,20 @@ def test_review_keyed_by_entity(two_steps: TwoSteps, codec: AvroCodec) -> None:
     outcome = two_steps.run(event_message(codec, confidence=0.6))
 
     assert [sent.key for sent in outcome.messages] == [b"machine-temperature-01"] * 2
+
+
+def test_resolution_sends_plan_cancel(pipeline: Pipeline, stage: DecisionStage, breaker: ShardedBreaker,
+                                     codec: AvroCodec) -> None:
+    (firing,) = pipeline.process(event_message(codec)).messages
+    started = stage.process(signal_message(firing), breaker)
+    (resolved,) = pipeline.process(event_message(codec, event_id="resolution-1", status="resolved")).messages
+
+    outcome = stage.process(signal_message(resolved, offset=41), breaker)
+    control = decode_all(codec, outcome)[0]
+
+    assert [sent.topic for sent in outcome.messages] == ["unit.plans", "unit.decisions"]
+    assert control.kind == "cancel"
+    assert control.plan_id == decided(started).record.decision_id
 
 
 def test_silenced_only_decision(pipeline: Pipeline, codec: AvroCodec, tables: Recorder,

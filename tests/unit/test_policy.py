@@ -73,7 +73,7 @@ def test_shipped_folder_loads_every_file() -> None:
 def test_shipped_parameters_are_text() -> None:
     (document,) = [document for document in load_policy_files([POLICY_DIR]) if document.id == "machine-temperature-high"]
 
-    assert document.plan[1].parameters == {"limit_percent": "50"}
+    assert document.plan[2].parameters == {"limit_percent": "50"}
 
 
 def test_shipped_shadow_policy_mode() -> None:
@@ -241,14 +241,16 @@ FIELD_ERRORS = [
     ("unknown-executor", policy_data(plan=[step(executor="pagerduty")]), "plan.0.executor",
      "unknown executor 'pagerduty'; use one of: demo-target, shell, ticket, webhook"),
     ("unknown-field", policy_data(owner="sre"), "owner",
-     "unknown field; the fields of this section are listed in docs/policies.md (Extra inputs are not permitted)"),
+     "unknown field; the fields of each section are listed in docs/policies.md"),
     ("unknown-gate-field", policy_data(gates={"min_confidense": 0.9}), "gates.min_confidense",
-     "unknown field; the fields of this section are listed in docs/policies.md (Extra inputs are not permitted)"),
+     "unknown field (did you mean 'min_confidence'?); the fields of each section are listed in docs/policies.md"),
     ("unknown-step-field", policy_data(plan=[step(timeout=30)]), "plan.0.timeout",
-     "unknown field; the fields of this section are listed in docs/policies.md (Extra inputs are not permitted)"),
-    ("missing-plan", {"id": "no-plan"}, "plan", "required field is missing"),
-    ("missing-id", {"plan": [step()]}, "id", "required field is missing"),
-    ("empty-plan", policy_data(plan=[]), "plan", "List should have at least 1 item after validation, not 0"),
+     "unknown field (did you mean 'timeout_s'?); the fields of each section are listed in docs/policies.md"),
+    ("missing-plan", {"id": "no-plan"}, "plan",
+     "required field is missing; add a plan with at least one step (id, executor, action)"),
+    ("missing-id", {"plan": [step()]}, "id",
+     "required field is missing; give the policy an id such as cpu-saturation"),
+    ("empty-plan", policy_data(plan=[]), "plan", "the plan is empty; add at least one step with id, executor and action"),
     ("bad-target-placeholder", policy_data(plan=[step(target="{host}")]), "plan.0.target",
      "invalid target template '{host}'; placeholders allowed: {entity}, {subsystem}, {fingerprint}"),
     ("unclosed-target-brace", policy_data(plan=[step(target="{entity")]), "plan.0.target",
@@ -260,18 +262,18 @@ FIELD_ERRORS = [
     ("confidence-negative", policy_data(gates={"min_confidence": -0.1}), "gates.min_confidence",
      "Input should be greater than or equal to 0"),
     ("unknown-severity", policy_data(match={"severities": ["urgent"]}), "match.severities.0",
-     "Input should be 'low', 'medium', 'high' or 'critical'"),
-    ("unknown-mode", policy_data(mode="dry-run"), "mode", "Input should be 'enforce', 'shadow' or 'canary'"),
+     "invalid value 'urgent'; input should be 'low', 'medium', 'high' or 'critical'"),
+    ("unknown-mode", policy_data(mode="dry-run"), "mode",
+     "invalid value 'dry-run'; input should be 'enforce', 'shadow' or 'canary'"),
     ("id-with-space", policy_data(id="Cooling spike"), "id",
      "invalid name 'Cooling spike'; use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit"),
     ("zero-timeout", policy_data(plan=[step(timeout_s=0)]), "plan.0.timeout_s", "Input should be greater than 0"),
     ("parameter-null", policy_data(plan=[step(parameters={"queue": None})]), "plan.0.parameters.queue",
      "Input should be a valid string"),
     ("two-problems", policy_data(owner="sre", team="plant"), "owner",
-     "unknown field; the fields of this section are listed in docs/policies.md (Extra inputs are not permitted) "
-     "(and 1 more problem in this file)"),
+     "unknown field; the fields of each section are listed in docs/policies.md (and 1 more problem in this file)"),
     ("three-problems", policy_data(owner="sre", team="plant", mode="x"), "mode",
-     "Input should be 'enforce', 'shadow' or 'canary' (and 2 more problems in this file)"),
+     "invalid value 'x'; input should be 'enforce', 'shadow' or 'canary' (and 2 more problems in this file)"),
     ("canary-without-fraction", policy_data(mode="canary"), "canary_fraction",
      "mode canary needs canary_fraction, for example 0.1 for 10%"),
     ("fraction-without-canary", policy_data(canary_fraction=0.2), "canary_fraction",
@@ -295,7 +297,7 @@ FIELD_ERRORS = [
     ("run-cap-zero-runs", policy_data(limits={"per_fingerprint": [{"runs": 0, "window": "1h"}]}),
      "limits.per_fingerprint.0.runs", "Input should be greater than or equal to 1"),
     ("unknown-limit-scope", policy_data(limits={"per_entity": [{"runs": 1, "window": "1h"}]}), "limits.per_entity",
-     "unknown field; the fields of this section are listed in docs/policies.md (Extra inputs are not permitted)"),
+     "unknown field (did you mean 'per_target'?); the fields of each section are listed in docs/policies.md"),
     ("compensate-unknown-executor",
      policy_data(plan=[step(compensate={"executor": "pagerduty", "action": "close-ticket"})]),
      "plan.0.compensate.executor", "unknown executor 'pagerduty'; use one of: demo-target, shell, ticket, webhook"),
@@ -447,7 +449,7 @@ def test_folder_without_policies(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy_files([tmp_path])
 
-    assert str(caught.value) == f"{tmp_path}: (file): no policy files found"
+    assert str(caught.value) == f"{tmp_path}: (file): no policy files found (*.yaml or *.yml)"
 
 
 def test_folder_reads_yaml_and_yml(tmp_path: Path) -> None:
@@ -633,8 +635,7 @@ def test_retries_default_zero() -> None:
 def test_error_lists_other_problems(tmp_path: Path) -> None:
     _, error = policy_error(tmp_path, policy_data(owner="sre", mode="x"))
 
-    assert error.others == ["owner: unknown field; the fields of this section are listed in docs/policies.md "
-                            "(Extra inputs are not permitted)"]
+    assert error.others == ["owner: unknown field; the fields of each section are listed in docs/policies.md"]
 
 
 # Overlap between policies: could one signal match both?

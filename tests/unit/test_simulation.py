@@ -50,7 +50,7 @@ def test_replay_is_deterministic(tmp_path: Path) -> None:
 def test_summary_counts_incidents(tmp_path: Path) -> None:
     lines = summarise(run(recorded(tmp_path)))
 
-    assert lines == ["3 events, 2 incidents, 6 commands", "outcomes: auto 2, suppress 1"]
+    assert lines == ["3 events, 2 incidents, 2 commands", "outcomes: auto 2, suppress 1"]
 
 
 def test_differences_between_policy_sets(tmp_path: Path) -> None:
