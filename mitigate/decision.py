@@ -283,7 +283,7 @@ class Decider:
         if waiting:
             reason += f"; after their dependencies: {', '.join(waiting)}"
         record = build("auto", "policy-matched", reason, policy, gates + limit_gates,
-                       command_ids=[command.command_id for command in commands])
+                       command_ids=[command.command_id for command in commands], plan_id=decision_id)
         plan = plan_control(policy, signal, decision_id, incident.incident_id if incident else event.event_id, now)
         return Decision(record, tuple(commands), plan=plan)
 
@@ -398,6 +398,7 @@ class RecordBuilder:
         review_id: str | None = None,
         cancelled_steps: list[str] | None = None,
         silence_id: str | None = None,
+        plan_id: str | None = None,
     ) -> DecisionRecord:
         event = self.signal.event
         return DecisionRecord(
@@ -428,4 +429,5 @@ class RecordBuilder:
             incident_signals=self.incident.signals if self.incident else 1,
             cancelled_steps=cancelled_steps or [],
             silence_id=silence_id,
+            plan_id=plan_id,
         )

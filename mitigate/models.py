@@ -193,6 +193,7 @@ class DecisionRecord(AvroModel):
     incident_signals: int = 1
     cancelled_steps: list[str] = Field(default_factory=list)
     silence_id: str | None = None
+    plan_id: str | None = None
 
 
 class ActionCommand(AvroModel):

@@ -395,6 +395,7 @@ class Orchestrator:
             "review_id": review_id,
             "cancelled_steps": cancelled or [],
             "silence_id": None,
+            "plan_id": plan.control.plan_id,
         })
 
     def _review(self, plan: PlanState, review_id: str, reason: str, now: datetime) -> ReviewRequest:

@@ -48,10 +48,17 @@ class PlanAgent:
         async for event in stream.events():
             message = event.message
             now = datetime.now(UTC)
-            if message.topic == self.topology.plans:
-                effects = self._control(message.value, message.partition, now)
-            else:
-                effects = self._result(message.value, now)
+            try:
+                if message.topic == self.topology.plans:
+                    effects = self._control(message.value, message.partition, now)
+                else:
+                    effects = self._result(message.value, now)
+            except DecodeError as exc:
+                # A plan whose stored decision record cannot be read any more must not
+                # stop the partition: the message is skipped and the error logged.
+                logger.error("orchestrate skipped source=%s[%d]@%d: %s",
+                             message.topic, message.partition, message.offset, exc)
+                continue
             if effects is not None:
                 await self.sender.send(self._messages(effects))
 

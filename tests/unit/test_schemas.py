@@ -231,3 +231,20 @@ def test_unparsable_schema_names_file(tmp_path: Path, definition: dict[str, obje
         load_schema_file(broken)
 
     assert str(caught.value).startswith(f"{broken}: invalid Avro schema: ")
+
+
+HISTORY_FILES = sorted((SCHEMA_DIR / "history").glob("*.avsc"))
+
+
+@pytest.mark.parametrize("path", HISTORY_FILES, ids=[path.name for path in HISTORY_FILES])
+def test_history_version_resolves_to_current(path: Path) -> None:
+    older = load_schema_file(path)
+    repository = SchemaRepository()
+    current = repository.current(older.name)
+
+    assert older.fingerprint != current.fingerprint
+    assert repository.by_fingerprint(older.fingerprint) == older
+    # Every field the current version added has a default, so old records stay readable.
+    old_fields = {field["name"] for field in older.definition["fields"]}
+    added = [field for field in current.definition["fields"] if field["name"] not in old_fields]
+    assert all("default" in field for field in added), [field["name"] for field in added]
