@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from mitigate import __version__
 from mitigate.codec import AvroCodec, create_registry_client
 from mitigate.errors import MitigateError, PolicyError
+from mitigate.executor.cli import add_parser as add_executor_parser
 from mitigate.models import AnomalyEvent, PolicyVersion
 from mitigate.schemas import SchemaRepository
 from mitigate.settings import KafkaSettings
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(commands)
     _add_silence(commands)
     _add_simulate(commands)
+    add_executor_parser(commands)
 
     report = commands.add_parser(
         "report", help="print decisions and dead letters as they arrive, then a summary of the output topics"
@@ -83,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--timeout", type=_positive_float, default=180.0, metavar="SECONDS",
                         help="give up when not every anomaly has an outcome after this many seconds (default 180)")
     report.add_argument("--quiet", action="store_true", help="print only the summary")
+    report.add_argument("--wait-for-plans", action="store_true",
+                        help="also wait until every plan started has completed, failed or been cancelled "
+                             "(needs running executors)")
     report.set_defaults(handler=run_report)
     return parser
 
@@ -450,6 +455,11 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         help="publish inputs that must not be acted on: plain JSON, truncated Avro, an event from the future, "
              "and a valid event that no policy covers",
     ).set_defaults(handler=run_sample_edge_cases)
+    actions.add_parser(
+        "containment",
+        help="publish a sustained overheating of machine-temperature-02 that the shipped policy contains "
+             "with its full plan (rollback, ticket, throttle)",
+    ).set_defaults(handler=run_sample_containment)
 
 
 def run_sample_edge_cases(args: argparse.Namespace) -> int:
@@ -657,6 +667,24 @@ def _topic_events(args: argparse.Namespace) -> list[tuple[int, AnomalyEvent]]:
     return events
 
 
+def run_sample_containment(args: argparse.Namespace) -> int:
+    from mitigate.detection import DETECTOR_ID, DETECTOR_VERSION, SeriesSource, fingerprint, publish_events
+    from mitigate.models import AnomalyEvent
+
+    settings = _kafka_settings(args)
+    source = SeriesSource(entity="machine-temperature-02", subsystem="industrial/cooling", metric="machine_temperature")
+    # Firing and never resolved during the run, so no resolution cancels the plan half way.
+    event = AnomalyEvent(
+        event_id=str(uuid.uuid4()), detector_id=DETECTOR_ID, detector_version=DETECTOR_VERSION,
+        event_time=datetime.now(UTC), entity=source.entity, subsystem=source.subsystem, anomaly_type="spike",
+        severity="high", confidence=0.9, score=9.5, status="firing", fingerprint=fingerprint(source, "spike"),
+        labels={"metric": source.metric}, annotations={"summary": "sustained overheating for the sample"},
+    )
+    publish_events(settings.bootstrap_servers, settings.topology().anomalies, _codec(settings), [event])
+    print(f"sent a sustained high-severity spike on {source.entity}")
+    return 0
+
+
 # report
 
 
@@ -665,7 +693,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     settings = _kafka_settings(args)
     ok = follow(settings.bootstrap_servers, settings.topology(), _codec(settings), sys.stdout, timeout_s=args.timeout,
-                quiet=args.quiet)
+                quiet=args.quiet, wait_for_plans=args.wait_for_plans)
     return 0 if ok else EXIT_ERROR
 
 

@@ -22,6 +22,8 @@ from mitigate.topology import EXECUTORS, Topology
 ANOMALY_COUNT_INTERVAL_S = 2.0
 # Reason codes of the orchestrator's records, which follow a decision rather than answer an anomaly.
 PLAN_PROGRESS = ("plan-", "step-", "compensation-")
+# Reason codes after which a plan sends no further step (a failed plan may still compensate).
+PLAN_FINAL = ("plan-completed", "plan-failed", "plan-cancelled")
 
 
 @dataclass
@@ -38,6 +40,9 @@ class Tally:
     named_command_ids: set[str] = field(default_factory=set)
     seen_command_ids: set[str] = field(default_factory=set)
     incidents: set[str] = field(default_factory=set)
+    plans_started: set[str] = field(default_factory=set)
+    plans_finished: dict[str, str] = field(default_factory=dict)  # plan id -> final reason code
+    wait_for_plans: bool = False
     undecodable: int = 0
 
     @property
@@ -45,6 +50,8 @@ class Tally:
         return sum(self.decisions.values()) + sum(self.dead_letters.values())
 
     def complete(self) -> bool:
+        if self.wait_for_plans and not self.plans_started <= self.plans_finished.keys():
+            return False
         return self.anomalies > 0 and self.accounted >= self.anomalies and self.named_command_ids <= self.seen_command_ids
 
 
@@ -125,8 +132,12 @@ class Follower:
         decision = DecisionRecord.model_validate(record)
         if decision.reason_code.startswith(PLAN_PROGRESS):
             self.tally.plan_records[decision.reason_code] += 1
+            if decision.plan_id and decision.reason_code in PLAN_FINAL:
+                self.tally.plans_finished.setdefault(decision.plan_id, decision.reason_code)
             self.on_line(format_decision(decision))
             return
+        if decision.outcome == "auto" and decision.plan_id:
+            self.tally.plans_started.add(decision.plan_id)
         self.tally.decisions[decision.outcome] += 1
         if decision.incident_id:
             self.tally.incidents.add(decision.incident_id)
@@ -190,6 +201,7 @@ def print_summary(tally: Tally, out: TextIO) -> bool:
         f"  anomalies read    {tally.anomalies:>6}",
         f"  decisions         {decisions:>6}  ({_breakdown(tally.decisions)})",
         f"  incidents         {len(tally.incidents):>6}",
+        f"  plans             {len(tally.plans_started):>6}  ({_plan_breakdown(tally)})",
         f"  plan records      {sum(tally.plan_records.values()):>6}  ({_breakdown(tally.plan_records)})",
         f"  dead letters      {dead_letters:>6}  ({_breakdown(tally.dead_letters)})",
         f"  commands          {commands:>6}  ({_breakdown(tally.commands)})",
@@ -208,13 +220,22 @@ def print_summary(tally: Tally, out: TextIO) -> bool:
     return all_accounted and commands_consistent and reviews_consistent and not tally.undecodable
 
 
+def _plan_breakdown(tally: Tally) -> str:
+    finished = Counter(tally.plans_finished[plan] for plan in tally.plans_started if plan in tally.plans_finished)
+    parts = [f"{code.removeprefix('plan-')} {count}" for code, count in sorted(finished.items())]
+    running = len(tally.plans_started - tally.plans_finished.keys())
+    if running:
+        parts.append(f"still running {running}")
+    return ", ".join(parts) or "none"
+
+
 def _verdict(ok: bool) -> str:
     return "ok" if ok else "MISMATCH"
 
 
 def follow(
     bootstrap_servers: str, topology: Topology, codec: AvroCodec, out: TextIO, *, timeout_s: float,
-    quiet: bool = False,
+    quiet: bool = False, wait_for_plans: bool = False,
 ) -> bool:
     """Print decisions as they arrive (unless quiet) until every anomaly is accounted for, then the summary."""
     def emit(line: str) -> None:
@@ -223,6 +244,7 @@ def follow(
             out.flush()
 
     follower = Follower(bootstrap_servers, topology, codec, emit)
+    follower.tally.wait_for_plans = wait_for_plans
     try:
         finished = follower.run(timeout_s=timeout_s)
     except KafkaException as exc:

@@ -20,21 +20,33 @@ export MITIGATE_READY_FILE="$root/$run_dir/worker.ready"
 export MITIGATE_MAX_EVENT_AGE_S=7776000
 series=data/nab/machine_temperature_system_failure.csv
 worker_pid=""
+executor_pids=()
 
 step() { printf '\n== %s\n' "$*"; }
 
+stop_process() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || return 0; sleep 1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
 stop_all() {
   local status=$?
+  if ((${#executor_pids[@]})); then
+    step "stopping the executors"
+    for pid in "${executor_pids[@]}"; do stop_process "$pid"; done
+  fi
   if [[ -n "$worker_pid" ]] && kill -0 "$worker_pid" 2>/dev/null; then
     step "stopping the worker"
-    kill -TERM "$worker_pid" 2>/dev/null || true
-    for _ in $(seq 1 30); do kill -0 "$worker_pid" 2>/dev/null || break; sleep 1; done
-    kill -KILL "$worker_pid" 2>/dev/null || true
+    stop_process "$worker_pid"
   fi
   step "stopping the broker"
   scripts/kafka.sh stop || true
-  if [[ $status -ne 0 ]]; then
-    echo "run-sample: failed (exit $status); the worker log is $run_dir/worker.log" >&2
+  if [[ $status -ne 0 && -n "$worker_pid" ]]; then
+    echo "run-sample: failed (exit $status); logs are in $run_dir (worker.log, executor-*.log)" >&2
+  elif [[ $status -ne 0 ]]; then
+    echo "run-sample: failed (exit $status) before the worker started" >&2
   fi
   exit "$status"
 }
@@ -86,11 +98,18 @@ worker_pid=$!
 wait_for_worker "$policy_count" "$asset_count"
 echo "worker ready with $policy_count policies and $asset_count assets"
 
+step "starting the demo-target and ticket executors (logs: $run_dir/executor-*.log)"
+for name in demo-target ticket; do
+  "$bin/mitigate" executor run "$name" --state-dir "$run_dir/executors/$name" >"$run_dir/executor-$name.log" 2>&1 &
+  executor_pids+=($!)
+done
+
 step "running the reference detector over $series"
 # The series repeats one hour of readings (the clock went back at 2014-01-07
 # 02:55); --allow-unordered reads those rows in file order.
 "$bin/mitigate" detect --allow-unordered --event-time rebase "$series"
 "$bin/mitigate" sample edge-cases
+"$bin/mitigate" sample containment
 
-step "decisions as the worker makes them"
-"$bin/mitigate" report --timeout 180
+step "decisions as the worker makes them, and the progress of each plan"
+"$bin/mitigate" report --timeout 180 --wait-for-plans
