@@ -75,7 +75,7 @@ class ConsumerSettings(Strict):
 
 
 class WebhookEndpoint(Strict):
-    """Where one action's HTTP POST goes."""
+    """Target URL of one action's HTTP POST, with its headers and timeout."""
 
     url: HttpUrl
     # Extra request headers. header_env names environment variables whose

@@ -2,7 +2,7 @@
 
 A handler performs the actions of one executor (the part after `actions.` in
 the command topic's name). The service calls `check` and then `run` for each
-new command, one command at a time; `run` runs in a thread of its own, so it
+new command, one command at a time. `run` runs in a thread of its own, so it
 may block.
 """
 
@@ -32,7 +32,7 @@ class CommandRejected(MitigateError):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What a handler did with one command; the service turns it into an ActionResult."""
+    """Result of a handler for one command, which the service turns into an ActionResult."""
 
     status: ResultStatus
     reason: str = ""

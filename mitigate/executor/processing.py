@@ -1,4 +1,4 @@
-"""What an executor does with one command, whatever transport delivered it.
+"""The rules an executor applies to each command, whatever transport delivered it.
 
 The rules, in the order they apply:
 
@@ -135,7 +135,7 @@ class CommandProcessor:
         outcome = self._run(command, deadline, source)
         return self._finish(command, source, outcome)
 
-    # Rules that answer without running
+    # Rules that return a result without running the handler
 
     def _reject_invalid(self, record: Mapping[str, Any], error: ValidationError, source: str) -> ActionResult | None:
         problems = "; ".join(

@@ -2,9 +2,9 @@
 
 A command is marked running before its action starts and gets its result when
 it finishes, both committed to disk (WAL journal, synchronous=FULL) before the
-service goes on. So after a crash the store tells apart a command that never
-started, one whose result may not have been published (its stored result is
-published again), and one that was interrupted while it ran.
+service goes on. So after a crash the store distinguishes a command that
+never started, one whose result may not have been published (its stored
+result is published again), and one that was interrupted while it ran.
 """
 
 from __future__ import annotations
