@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import logging
 
@@ -35,12 +35,12 @@ def _load(store: MutableMapping[str, bytes], key: str) -> Entries:
     return orjson.loads(raw) if raw else []
 
 
-def _within(entries: Entries, now_ms: int, window_s: float) -> Entries:
+def _within(entries: list[list[Any]], now_ms: int, window_s: float) -> list[list[Any]]:
     start = now_ms - int(window_s * 1000)
     return [entry for entry in entries if entry[0] > start]
 
 
-def _total(entries: Iterable[list[int]]) -> int:
+def _total(entries: Iterable[list[Any]]) -> int:
     return sum(entry[1] for entry in entries)
 
 
@@ -121,7 +121,7 @@ class BreakerShard:
     """One writer's share of the breaker's counts: commands sent and results seen."""
 
     commands: Entries
-    results: Entries  # [[epoch ms, 1 if failed else 0], ...]
+    results: list[list[Any]]  # [[epoch ms, 1 if failed else 0, command id], ...]
     tripped_at: int | None
 
     def dump(self) -> bytes:
@@ -198,12 +198,19 @@ class ShardedBreaker:
             [*_within(shard.commands, now_ms, self.settings.window), [now_ms, count]], shard.results, shard.tripped_at
         ))
 
-    def record_result(self, failed: bool, now: datetime) -> None:
+    def record_result(self, failed: bool, now: datetime, command_id: str | None = None) -> None:
+        """Count one result; a result seen before for the same command id is not counted again.
+
+        Executors publish a stored result again when a command is redelivered,
+        so the same result can arrive more than once.
+        """
         now_ms = epoch_ms(now)
-        self._write(lambda shard: BreakerShard(
-            shard.commands, [*_within(shard.results, now_ms, self.settings.window), [now_ms, int(failed)]],
-            shard.tripped_at,
-        ))
+        shard = BreakerShard.load(self.store.get(self.shard))
+        recent = _within(shard.results, now_ms, self.settings.window)
+        if command_id is not None and any(len(entry) > 2 and entry[2] == command_id for entry in recent):
+            return
+        entry: list[Any] = [now_ms, int(failed)] if command_id is None else [now_ms, int(failed), command_id]
+        self.store[self.shard] = BreakerShard(shard.commands, [*recent, entry], shard.tripped_at).dump()
 
     def _write(self, change: Callable[[BreakerShard], BreakerShard]) -> None:
         self.store[self.shard] = change(BreakerShard.load(self.store.get(self.shard))).dump()

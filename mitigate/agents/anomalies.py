@@ -133,4 +133,4 @@ class ResultAgent:
             breaker = ShardedBreaker(self.breaker_settings, self.breaker_store, f"results:{message.partition}")
             # Only outcomes of actions that ran count; a skipped or rejected command changed nothing.
             if result.status in ("succeeded", "failed", "timed_out"):
-                breaker.record_result(result.status != "succeeded", result.finished_at)
+                breaker.record_result(result.status != "succeeded", result.finished_at, result.command_id)
