@@ -20,7 +20,7 @@ from mitigate.topology import EXECUTORS, Topology
 
 # Watermark queries cost a round trip per partition, so the anomaly count is refreshed at most this often.
 ANOMALY_COUNT_INTERVAL_S = 2.0
-# Reason codes of the orchestrator's records, which follow a decision rather than answer an anomaly.
+# Reason codes of the orchestrator's records: they report on a plan, not on one anomaly.
 PLAN_PROGRESS = ("plan-", "step-", "compensation-")
 # Reason codes after which a plan sends no further step (a failed plan may still compensate).
 PLAN_FINAL = ("plan-completed", "plan-failed", "plan-cancelled")

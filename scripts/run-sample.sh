@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on its embedded default: a local broker, the shipped policies
-# and assets, and the shipped sample series fed through the reference detector.
-# Prints each decision as it is made and a summary, then stops what it started.
+# and assets, the demo-target and ticket executors, and the shipped sample
+# series fed through the reference detector. Prints each decision and each
+# plan's progress as they happen and a summary, then stops what it started.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
