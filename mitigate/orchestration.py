@@ -167,8 +167,10 @@ class Orchestrator:
                 if plan.state != "running":
                     break  # a timeout just failed the plan; the other steps are handled by that
                 if run.status == "running" and run.deadline_ms is not None and now_ms > run.deadline_ms + grace_ms:
-                    effects.extend(self._attempt_failed(plan, step_id, "timed_out",
-                                                        "no result by the command's deadline", now))
+                    executor = plan.step(step_id).executor
+                    effects.extend(self._attempt_failed(
+                        plan, step_id, "timed_out",
+                        f"no result by the command's deadline; is the {executor} executor running?", now))
                 elif run.status == "retry-wait" and run.retry_at_ms is not None and now_ms >= run.retry_at_ms:
                     effects.commands.append(self._dispatch(plan, step_id, now))
         for item in plan.compensations:
@@ -321,9 +323,10 @@ class Orchestrator:
         plan.compensations = [Compensation(step_id=step_id) for step_id in done]
 
         history = "; ".join(f"{step_id}: {' / '.join(run.history) or run.status}" for step_id, run in plan.runs.items())
+        undo = f"compensating {', '.join(done)} in reverse order" if done else "nothing to compensate"
         reason = (
-            f"plan failed at step {failed_step}; compensating {', '.join(done) or 'nothing'} in reverse order; "
-            f"cancelled: {', '.join(cancelled) or 'none'}; a human decides what happens next. History: {history}"
+            f"plan failed at step {failed_step}; {undo}; cancelled: {', '.join(cancelled) or 'none'}; "
+            f"a human decides what happens next. History: {history}"
         )
         effects = Effects()
         review_id = stable_id("plan-review", plan.control.plan_id)

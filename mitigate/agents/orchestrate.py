@@ -60,7 +60,15 @@ class PlanAgent:
                              message.topic, message.partition, message.offset, exc)
                 continue
             if effects is not None:
+                self._log(effects)
                 await self.sender.send(self._messages(effects))
+
+    @staticmethod
+    def _log(effects: Effects) -> None:
+        for record in effects.records:
+            level = logging.WARNING if record.outcome == "review" else logging.INFO
+            logger.log(level, "plan %s incident=%s plan=%s trace_id=%s: %s", record.reason_code, record.incident_id,
+                       record.plan_id, record.trace_id, record.reason)
 
     def _load(self, incident_id: str) -> dict[str, PlanState]:
         raw = self.plans.get(incident_id)

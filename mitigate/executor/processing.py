@@ -100,7 +100,7 @@ class CommandProcessor:
             return self._finish(command, source, Outcome(
                 "rejected",
                 f"command is for the {command.executor!r} executor, not {self.handler.name!r}; "
-                "it was sent to the wrong topic",
+                "a handler must be named like the executor of the topic it consumes",
             ))
 
         earlier = self.store.succeeded_for_key(command.idempotency_key)

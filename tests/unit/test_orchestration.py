@@ -626,7 +626,7 @@ def test_failure_with_nothing_to_undo() -> None:
     effects = run.result("restart", "rejected", 1, "not allowed on this target")
 
     assert effects.commands == []
-    assert effects.reviews[0].reason.startswith("plan failed at step restart; compensating nothing in reverse order; "
+    assert effects.reviews[0].reason.startswith("plan failed at step restart; nothing to compensate; "
                                                 "cancelled: none; ")
 
 
@@ -685,7 +685,9 @@ def test_timeout_history_text() -> None:
 
     run.tick(65.001)
 
-    assert run.plan.runs["restart"].history == ["attempt 1 timed_out: no result by the command's deadline"]
+    assert run.plan.runs["restart"].history == [
+        "attempt 1 timed_out: no result by the command's deadline; is the demo-target executor running?"
+    ]
 
 
 def test_timeout_records_retry() -> None:
