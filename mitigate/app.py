@@ -66,6 +66,12 @@ def create_worker(settings: WorkerSettings) -> Worker:
         producer_max_request_size=DEAD_LETTER_MAX_BYTES + 64 * 1024,
         web_enabled=False,
         autodiscover=False,
+        # A worker killed without leaving its group holds its partitions until the
+        # session times out; 15 s (Faust's default is 60 s) lets a restarted worker
+        # take them over sooner. Heartbeats come from the consumer thread, so a
+        # busy event loop does not delay them.
+        broker_session_timeout=15.0,
+        broker_heartbeat_interval=3.0,
     )
     sender = Sender(app)
 
