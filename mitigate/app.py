@@ -21,6 +21,7 @@ from mitigate.decision import Decider
 from mitigate.intake import DetectorCatalog, Intake
 from mitigate.orchestration import Orchestrator
 from mitigate.pipeline import DecisionStage, Pipeline
+from mitigate.redelivery import SentLog
 from mitigate.schemas import SchemaRepository
 from mitigate.settings import WorkerSettings
 from mitigate.topology import DEAD_LETTER_MAX_BYTES
@@ -98,7 +99,8 @@ def create_worker(settings: WorkerSettings) -> Worker:
         budgets=state_table(app, "budget-table", partitions),
         runs=state_table(app, "run-table", partitions),
     )
-    stage = DecisionStage(topology=topology, codec=codec, engine=engine)
+    stage = DecisionStage(topology=topology, codec=codec, engine=engine,
+                          sent=SentLog(state_table(app, "sent-table", partitions)))
     breaker_store = shared_table(app, "breaker-table", partitions)
     signals = SignalAgent(app, _source(app, topology.signals, partitions), stage, sender,
                           automation.circuit_breaker, breaker_store)

@@ -148,12 +148,9 @@ class IncidentEngine:
         return f"{event.subsystem}|{event.anomaly_type}|{entity}|{labels}"
 
     def process(self, signal: Signal, breaker: Breaker) -> Decision:
-        # TODO: processing is at least once. After a worker crash, signals read
-        # since the last offset commit are processed again against state that
-        # already counts them, so one event can get a second decision record
-        # (for example a duplicate after its auto decision). Exactly-once
-        # processing, or keeping each event's outputs to send them again, would
-        # remove that; the fault suite measures it.
+        # Not idempotent: the state counts every call. The decision stage keeps the
+        # messages of recent signals (mitigate.redelivery) so that a signal
+        # delivered again after a crash is not decided twice.
         event = signal.event
         now_ms = epoch_ms(event.event_time)
         group = self.group_key(signal)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -26,6 +27,9 @@ from mitigate.intake import Intake, IntakeRejected, SourceMessage, dead_letter
 from mitigate.limits import Breaker
 from mitigate.models import AssetContext, AvroModel, Signal
 from mitigate.topology import Topology
+
+if TYPE_CHECKING:
+    from mitigate.redelivery import SentLog
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +102,14 @@ class DecisionStage:
         engine: IncidentEngine,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         pipeline_version: str = __version__,
+        sent: SentLog | None = None,
     ) -> None:
         self.topology = topology
         self.codec = codec
         self.engine = engine
         self.clock = clock
         self.pipeline_version = pipeline_version
+        self.sent = sent
 
     def process(self, message: SourceMessage, breaker: Breaker) -> Processed:
         try:
@@ -117,8 +123,18 @@ class DecisionStage:
                 rejection = IntakeRejected("invalid-field", f"invalid signal: {exc}")
             return reject(self.codec, self.topology, message, rejection, self.clock(), self.pipeline_version,
                           stage="correlate")
+        if self.sent is not None:
+            again = self.sent.get(signal.event.event_id)
+            if again is not None:
+                logger.debug("signal delivered again event_id=%s source=%s: sending its %d messages again",
+                            signal.event.event_id, message.coordinates(), len(again))
+                return Processed(again, signal=signal)
+
         decision = self.engine.process(signal, breaker)
-        return Processed(self._encode(decision, signal.event.entity, signal.trace_id), decision=decision, signal=signal)
+        messages = self._encode(decision, signal.event.entity, signal.trace_id)
+        if self.sent is not None:
+            self.sent.put(message.partition, signal.event.event_id, messages)
+        return Processed(messages, decision=decision, signal=signal)
 
     def _encode(self, decision: Decision, entity: str, trace_id: str) -> tuple[Outgoing, ...]:
         key = entity.encode()

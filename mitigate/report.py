@@ -40,6 +40,9 @@ class Tally:
     named_command_ids: set[str] = field(default_factory=set)
     seen_command_ids: set[str] = field(default_factory=set)
     incidents: set[str] = field(default_factory=set)
+    # Ids already counted: after a worker crash the same message can be sent again.
+    seen_ids: set[str] = field(default_factory=set)
+    repeated: int = 0
     plans_started: set[str] = field(default_factory=set)
     plans_finished: dict[str, str] = field(default_factory=dict)  # plan id -> final reason code
     wait_for_plans: bool = False
@@ -125,11 +128,20 @@ class Follower:
             self.on_line(f"cannot decode a {name}: {exc}")
             return None
 
+    def _repeat(self, message_id: str) -> bool:
+        if message_id in self.tally.seen_ids:
+            self.tally.repeated += 1
+            return True
+        self.tally.seen_ids.add(message_id)
+        return False
+
     def _decision(self, value: bytes) -> None:
         record = self._decode(value, "DecisionRecord")
         if record is None:
             return
         decision = DecisionRecord.model_validate(record)
+        if self._repeat(decision.decision_id):
+            return
         if decision.reason_code.startswith(PLAN_PROGRESS):
             self.tally.plan_records[decision.reason_code] += 1
             if decision.plan_id and decision.reason_code in PLAN_FINAL:
@@ -149,6 +161,8 @@ class Follower:
         if record is None:
             return
         letter = DeadLetter.model_validate(record)
+        if self._repeat(letter.dead_letter_id):
+            return
         self.tally.dead_letters[letter.reason_code] += 1
         self.on_line(
             f"{letter.failed_at:%H:%M:%S} {'dead-letter':<11} "
@@ -157,7 +171,8 @@ class Follower:
         )
 
     def _review(self, value: bytes) -> None:
-        if self._decode(value, "ReviewRequest") is not None:
+        record = self._decode(value, "ReviewRequest")
+        if record is not None and not self._repeat(str(record["review_id"])):
             self.tally.reviews += 1
 
     def _command(self, value: bytes) -> None:
@@ -165,6 +180,8 @@ class Follower:
         if record is None:
             return
         command = ActionCommand.model_validate(record)
+        if self._repeat(command.command_id):
+            return
         self.tally.commands[command.executor] += 1
         self.tally.seen_command_ids.add(command.command_id)
 
@@ -214,6 +231,8 @@ def print_summary(tally: Tally, out: TextIO) -> bool:
         f"  check: one review request per review decision or failed plan: {_verdict(reviews_consistent)} "
         f"({expected_reviews} expected, {tally.reviews} requests)",
     ]
+    if tally.repeated:
+        lines.append(f"  messages sent again after a restart, counted once: {tally.repeated}")
     if tally.undecodable:
         lines.append(f"  undecodable output messages: {tally.undecodable}")
     out.write("\n".join(lines) + "\n")

@@ -67,6 +67,17 @@ class Deployment:
         pytest.fail(f"timed out after {timeout_s} s reading {topic}: {len(messages)} messages; "
                     f"worker log: {self.log_path}")
 
+    def read_all(self, topic: str, timeout_s: float = 30.0) -> list[Any]:
+        """Read every message `topic` holds now."""
+        from mitigate.report import count_messages
+
+        probe = Consumer(client_config(self.bootstrap, **{"group.id": f"test-probe-{uuid.uuid4()}"}))
+        try:
+            total = count_messages(probe, topic)
+        finally:
+            probe.close()
+        return self.read(topic, lambda messages: len(messages) >= total, timeout_s)
+
     def decode(self, message: Any, name: str) -> dict[str, Any]:
         return self.codec.decode(message.value(), name).record
 

@@ -217,6 +217,14 @@ def test_killed_worker_resumes_plan(deployment: Deployment, executor: ScriptedEx
     deployment.start()
 
     wait_plan(deployment, decision, {"plan-completed"}, timeout_s=120)
+    # The signal may be delivered again after the kill. It may then be recorded again,
+    # but only as the same decision: same id, same outcome, never a second verdict.
+    records = deployment.read_all(deployment.topology.decisions)
+    for_event = [record for record in (deployment.decode(message, "DecisionRecord") for message in records)
+                 if record["event_id"] == decision["event_id"]
+                 and not record["reason_code"].startswith(("plan-", "step-", "compensation-"))]
+    assert {record["decision_id"] for record in for_event} == {decision["decision_id"]}
+    assert {record["outcome"] for record in for_event} == {"auto"}
     assert executor.runs[_key(executor, decision, "first")] == 1
     assert executor.runs[_key(executor, decision, "second")] == 1
 
