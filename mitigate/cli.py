@@ -125,7 +125,7 @@ def _declared_settings(args: argparse.Namespace) -> KafkaSettings:
 
 
 def _kafka_settings(args: argparse.Namespace) -> KafkaSettings:
-    """Return the Kafka settings, after checking that a broker answers at their address."""
+    """Return the Kafka settings, after checking that a broker responds at their address."""
     from mitigate.kafka import check_reachable
 
     settings = _declared_settings(args)
@@ -562,7 +562,12 @@ def run_silence_list(args: argparse.Namespace) -> int:
         print("no silences" if args.all else "no silences in force or scheduled")
         return 0
     for silence in shown:
-        state = "active" if silence.active_at(now) else ("scheduled" if silence.starts_at > now else "ended")
+        if silence.active_at(now):
+            state = "active"
+        elif silence.starts_at > now:
+            state = "scheduled"
+        else:
+            state = "ended"
         matchers = " ".join(f"{name}={pattern}" for name, pattern in sorted(silence.matchers.items()))
         ended_by = f", ended by {silence.expired_by}" if silence.expired_by else ""
         print(f"{silence.silence_id}  {state:<9} {silence.starts_at:%Y-%m-%d %H:%M} to {silence.ends_at:%Y-%m-%d %H:%M}"

@@ -109,7 +109,7 @@ class RunCaps:
 
 
 class Breaker(Protocol):
-    """The global circuit breaker, as the decide stage sees it."""
+    """The global circuit breaker, as the decide stage uses it."""
 
     def gate(self, now: datetime) -> GateResult: ...
 
@@ -140,7 +140,7 @@ class ShardedBreaker:
 
     Each writer (a partition of an agent) owns one shard and is the only one to
     write it; every reader adds all shards up. In the worker the table is a
-    global table, so every worker sees every shard.
+    global table, so every worker reads every shard.
     """
 
     def __init__(self, settings: CircuitBreaker, store: MutableMapping[str, bytes], shard: str) -> None:

@@ -2,8 +2,8 @@
 
 A step is sent once every step it depends on succeeded (or was skipped because
 its precondition did not hold). A failed attempt is retried with exponential
-backoff and jitter up to the step's `retries`; a missing result by the
-command's deadline counts as a failure; a rejected command is not retried.
+backoff and jitter up to the step's `retries`. A missing result by the
+command's deadline counts as a failure. A rejected command is not retried.
 After the last failure the completed steps are compensated one at a time in
 reverse order, the incident goes to review with the failure history, and
 nothing further runs automatically. A cancel (the incident resolved) stops
@@ -100,7 +100,7 @@ class PlanBook(BaseModel):
 
 @dataclass
 class Effects:
-    """What the orchestrator wants sent."""
+    """Messages the orchestrator asks the agent to send."""
 
     commands: list[ActionCommand] = field(default_factory=list)
     records: list[DecisionRecord] = field(default_factory=list)
@@ -312,8 +312,8 @@ class Orchestrator:
         for step_id in cancelled:
             plan.runs[step_id].status = "cancelled"
         order = {spec.step_id: index for index, spec in enumerate(plan.control.steps)}
-        # Latest finished first; a tie in the same millisecond falls back to plan order, reversed,
-        # so a step is never undone before a step that depends on it.
+        # Latest finished first. A tie in the same millisecond falls back to reversed plan
+        # order, so a step is never undone before a step that depends on it.
         done = sorted(
             (step_id for step_id, run in plan.runs.items() if run.status == "succeeded"
              and plan.step(step_id).compensate is not None),

@@ -50,10 +50,10 @@ def pytest_report_header() -> str:
 def kafka_bootstrap() -> Iterator[str]:
     """A real Apache Kafka broker.
 
-    In order of preference: the broker named by MITIGATE_TEST_BOOTSTRAP_SERVERS;
-    a testcontainers broker where a Docker engine responds; the project's own
-    local broker (scripts/kafka.sh), started here on a fresh data folder and
-    stopped at the end of the session.
+    In order of preference: the broker named by MITIGATE_TEST_BOOTSTRAP_SERVERS,
+    then a testcontainers broker where a Docker engine responds, then the
+    project's own local broker (scripts/kafka.sh). That one is started here on a
+    fresh data folder and stopped at the end of the session.
     """
     given = os.environ.get(BROKER_ENV)
     if given:

@@ -8,7 +8,7 @@ and lets every worker of the group see every record.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Coroutine, Iterator, MutableMapping
 from typing import Any
 
 import faust
@@ -57,12 +57,33 @@ def _global_table(app: faust.App, name: str, partitions: int, on_change: Callabl
     return table
 
 
+def feed_agent(
+    table: RawGlobalTable, kind: str, changed: Callable[[], None]
+) -> Callable[[faust.StreamT[bytes]], Coroutine[Any, Any, None]]:
+    """Return the agent that copies a compacted topic into `table`: a value sets its key, a tombstone deletes it."""
+
+    async def feed(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            key = event.message.key
+            if key is None:
+                logger.error("%s message without key ignored source=%s[%d]@%d", kind,
+                             event.message.topic, event.message.partition, event.message.offset)
+                continue
+            if event.value is None:
+                table.pop(key, None)
+            else:
+                table[key] = event.value
+            changed()
+
+    return feed
+
+
 class PolicyTable:
     """The policies in force: a table of every PolicyVersion, and an index of the latest ones.
 
     NOTE: on the first start of a new application id, the anomaly agent may
-    process events before the feed agent has read the policies topic; such events
-    get the no-policy default (review). A restarted worker recovers the table
+    process events before the feed agent has read the policies topic. Such
+    events get the no-policy default (review). A restarted worker recovers the table
     before any agent runs, so only a fresh deployment with a backlog is affected.
     """
 
@@ -70,7 +91,7 @@ class PolicyTable:
         self.codec = codec
         self.table = _global_table(app, "policy-table", partitions, self.invalidate)
         self._index: PolicyIndex | None = None
-        app.agent(topic, name="policy-feed")(self._feed)
+        app.agent(topic, name="policy-feed")(feed_agent(self.table, "policy", self.invalidate))
 
     def invalidate(self) -> None:
         self._index = None
@@ -110,18 +131,6 @@ class PolicyTable:
             logger.error("policy key=%r cannot be decoded and is ignored: %s", key, exc)
             return None
 
-    async def _feed(self, stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            key = event.message.key
-            if key is None:
-                logger.error("policy message without key ignored source=%s[%d]@%d",
-                             event.message.topic, event.message.partition, event.message.offset)
-                continue
-            if event.value is None:
-                self.table.pop(key, None)
-            else:
-                self.table[key] = event.value
-            self.invalidate()
 
 
 class AssetTable:
@@ -130,7 +139,7 @@ class AssetTable:
     def __init__(self, app: faust.App, topic: faust.TopicT, partitions: int, codec: AvroCodec) -> None:
         self.codec = codec
         self.table = _global_table(app, "asset-table", partitions, lambda: None)
-        app.agent(topic, name="asset-feed")(self._feed)
+        app.agent(topic, name="asset-feed")(feed_agent(self.table, "asset", lambda: None))
 
     def lookup(self, entity: str) -> AssetContext | None:
         value = self.table.get(entity.encode())
@@ -145,17 +154,6 @@ class AssetTable:
     def count(self) -> int:
         return sum(1 for _ in self.table.keys())
 
-    async def _feed(self, stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            key = event.message.key
-            if key is None:
-                logger.error("asset message without key ignored source=%s[%d]@%d",
-                             event.message.topic, event.message.partition, event.message.offset)
-                continue
-            if event.value is None:
-                self.table.pop(key, None)
-            else:
-                self.table[key] = event.value
 
 
 class SilenceTable:
@@ -165,7 +163,7 @@ class SilenceTable:
         self.codec = codec
         self.table = _global_table(app, "silence-table", partitions, self.invalidate)
         self._silences: list[Silence] | None = None
-        app.agent(topic, name="silence-feed")(self._feed)
+        app.agent(topic, name="silence-feed")(feed_agent(self.table, "silence", self.invalidate))
 
     def invalidate(self) -> None:
         self._silences = None
@@ -181,18 +179,6 @@ class SilenceTable:
             self._silences = decoded
         return self._silences
 
-    async def _feed(self, stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            key = event.message.key
-            if key is None:
-                logger.error("silence message without key ignored source=%s[%d]@%d",
-                             event.message.topic, event.message.partition, event.message.offset)
-                continue
-            if event.value is None:
-                self.table.pop(key, None)
-            else:
-                self.table[key] = event.value
-            self.invalidate()
 
 
 class TextKeyStore(MutableMapping[str, bytes]):
@@ -231,17 +217,18 @@ class RawTable(Table):  # type: ignore[type-arg]
 
 
 def state_table(app: faust.App, name: str, partitions: int) -> TextKeyStore:
-    """A changelog-backed table for state written only by the agent of the signals topic.
+    """Create a changelog-backed table for state written by one agent only, keyed within its partitions.
 
-    Its changelog partition is the partition of the signal being processed, so
-    the table is co-partitioned with the signals topic and recovers with it.
+    Its changelog partition is the partition of the message being processed, so
+    the table is co-partitioned with the topic of the agent that writes it and
+    moves with that topic's partitions on a rebalance.
     """
     table = RawTable(app, name=name, partitions=partitions, beacon=app.tables.beacon,
-                     help=f"{name}: correlation and limit state, keyed within one subsystem")
+                     help=f"{name}: state of one agent, partitioned like the topic it consumes")
     app.tables.add(table)
     return TextKeyStore(table)
 
 
 def shared_table(app: faust.App, name: str, partitions: int) -> TextKeyStore:
-    """A global table every worker sees whole, for state that spans partitions (the circuit breaker)."""
+    """Create a global table, which every worker holds whole, for state that spans partitions (the circuit breaker)."""
     return TextKeyStore(_global_table(app, name, partitions, lambda: None))

@@ -1,8 +1,8 @@
 """Plans on a real broker: dependencies, retries, compensation, timeouts and a killed worker.
 
-A scripted executor stands in for real executor services here: it consumes the
-command topics, deduplicates by command id as every executor must, and answers
-each action as its script says, so each scenario is exact and repeatable.
+A scripted executor replaces the real executor services here. It consumes the
+command topics, deduplicates by command id as every executor must, and replies
+to each action as its script says, so each scenario is exact and repeatable.
 """
 
 from __future__ import annotations
