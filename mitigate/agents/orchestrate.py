@@ -39,6 +39,11 @@ class PlanAgent:
         self.sender = sender
         self.plans = plans
         self.grace_ms = int(orchestrator.settings.result_grace * 1000)
+        # When each incident next needs a tick, with the partition of its plans, so the timer
+        # does not decode every stored plan each second. Filled from the table on first use
+        # (after a start or restart) and kept up to date by _store.
+        self._due: dict[str, tuple[int, int]] | None = None
+        self._active: set[int] = set()
         source = app.topic(topology.plans, topology.action_results, key_serializer="raw", value_serializer="raw",
                            partitions=partitions)
         app.agent(source, name="orchestrate")(self._run)
@@ -81,6 +86,16 @@ class PlanAgent:
             if plan.state == "running" or now_ms - plan.updated_ms < FINISHED_RETENTION_MS
         }
         self.plans[incident_id] = PlanBook(plans=kept).model_dump_json().encode()
+        if self._due is not None:
+            self._note_due(incident_id, kept)
+
+    def _note_due(self, incident_id: str, plans: dict[str, PlanState]) -> None:
+        assert self._due is not None
+        times = [(plan.partition, due) for plan in plans.values() if (due := plan.due_ms(self.grace_ms)) is not None]
+        if times:
+            self._due[incident_id] = min(times, key=lambda item: item[1])
+        else:
+            self._due.pop(incident_id, None)
 
     def _control(self, value: bytes | None, partition: int, now: datetime) -> Effects | None:
         try:
@@ -146,15 +161,18 @@ class PlanAgent:
         topic, keyed by incident id like everything else the agent changes.
         """
         active = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topology.plans}
+        if self._due is None or active != self._active:
+            # First tick, or a rebalance moved partitions: read the plans this worker now owns.
+            self._active = active
+            self._due = {}
+            for incident_id in list(self.plans):
+                self._note_due(incident_id, self._load(incident_id))
         now = datetime.now(UTC)
         now_ms = epoch_ms(now)
         topic = self.sender.topic(self.topology.plans)
-        for incident_id in list(self.plans):
-            due = [plan for plan in self._load(incident_id).values()
-                   if plan.state in ("running", "failed") and plan.partition in active
-                   and (plan.due_ms(self.grace_ms) or now_ms + 1) <= now_ms]
-            if not due:
+        for incident_id, (partition, due_ms) in list(self._due.items()):
+            if partition not in active or due_ms > now_ms:
                 continue
-            tick = PlanControl(kind="tick", incident_id=incident_id, plan_id=due[0].control.plan_id,
-                               trace_id=due[0].control.trace_id, issued_at=now)
+            tick = PlanControl(kind="tick", incident_id=incident_id, plan_id=incident_id, trace_id=incident_id,
+                               issued_at=now)
             await topic.send(key=incident_id.encode(), value=self.codec.encode("PlanControl", tick.to_avro()))
