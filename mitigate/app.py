@@ -67,8 +67,8 @@ def create_worker(settings: WorkerSettings) -> Worker:
         producer_max_request_size=DEAD_LETTER_MAX_BYTES + 64 * 1024,
         web_enabled=False,
         autodiscover=False,
-        # A worker killed without leaving its group holds its partitions until the
-        # session times out; 15 s (Faust's default is 60 s) lets a restarted worker
+        # A worker killed without leaving its group keeps its partitions until the
+        # session times out. 15 s (Faust's default is 60 s) lets a restarted worker
         # take them over sooner. Heartbeats come from the consumer thread, so a
         # busy event loop does not delay them.
         broker_session_timeout=15.0,

@@ -28,7 +28,7 @@ class Flapping(Strict):
 
 
 class Correlation(Strict):
-    """How signals become incidents."""
+    """Rules that turn signals into incidents: grouping, repeats and flapping."""
 
     # Signals of one subsystem and anomaly type (and the same values of these
     # labels) within group_window of each other form one incident.

@@ -318,7 +318,7 @@ class IncidentEngine:
         record = build("suppress", "incident-resolved", "; ".join(parts))
         cancel = None
         if incident.plan_id is not None:
-            # The orchestrator knows which steps actually started; it cancels the rest.
+            # Only the orchestrator has the state of each step, so it cancels those not yet started.
             cancel = PlanControl(kind="cancel", incident_id=incident.incident_id, plan_id=incident.plan_id,
                                  trace_id=signal.trace_id, issued_at=event.event_time,
                                  reason=f"incident resolved by signal {event.event_id}")

@@ -145,14 +145,13 @@ def evaluate_gates(
         )
     if gates.respect_maintenance:
         window = asset.maintenance_at(now or signal.event_time) if asset is not None else None
+        value = "none in progress"
+        if window is not None:
+            value = f"in window {window.start.isoformat()} to {window.end.isoformat()}"
+            if window.reason:
+                value += f" ({window.reason})"
         results.append(
-            GateResult(
-                name="maintenance-window",
-                passed=window is None,
-                value=(f"in window {window.start.isoformat()} to {window.end.isoformat()}"
-                       + (f" ({window.reason})" if window.reason else "")) if window else "none in progress",
-                threshold="none in progress",
-            )
+            GateResult(name="maintenance-window", passed=window is None, value=value, threshold="none in progress")
         )
     return results
 

@@ -50,8 +50,8 @@ def detect(
     a firing event each time its severity rises. All carry the same fingerprint.
 
     Event times: "replay" stamps each event with the current time, as a live
-    detector would; "rebase" shifts the readings' times so that the last reading
-    is now, keeping their spacing; "original" uses the readings' times. The
+    detector would. "rebase" shifts the readings' times so that the last reading
+    is now, keeping their spacing. "original" uses the readings' times. The
     reading's own time is kept in the annotation source_time.
     """
     readings = list(readings)

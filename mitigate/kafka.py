@@ -60,7 +60,7 @@ def flush_or_raise(producer: Producer, timeout_s: float = 30.0) -> None:
 
 
 def check_reachable(bootstrap_servers: str, timeout_s: float = 10.0) -> None:
-    """Raise KafkaAdminError with a hint when no broker answers within `timeout_s`."""
+    """Raise KafkaAdminError with a hint when no broker responds within `timeout_s`."""
     admin = AdminClient(client_config(bootstrap_servers))
     try:
         admin.list_topics(timeout=timeout_s)

@@ -100,7 +100,7 @@ class PlanBook(BaseModel):
 
 @dataclass
 class Effects:
-    """Messages the orchestrator asks the agent to send."""
+    """Messages for the agent to send, produced by one orchestrator call."""
 
     commands: list[ActionCommand] = field(default_factory=list)
     records: list[DecisionRecord] = field(default_factory=list)

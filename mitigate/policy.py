@@ -31,7 +31,7 @@ WILDCARD = "*"
 
 
 def PolicyFieldError(field: str, message: str) -> PydanticCustomError:  # noqa: N802 - reads as an exception
-    """A validation error of a whole-document check, attributed to one field."""
+    """Create the validation error of a whole-document check, attributed to one field."""
     return PydanticCustomError("policy_field", "{field}: {message}", {"field": field, "message": message})
 
 

@@ -207,11 +207,13 @@ def print_summary(tally: Tally, out: TextIO) -> bool:
     decisions = sum(tally.decisions.values())
     dead_letters = sum(tally.dead_letters.values())
     commands = sum(tally.commands.values())
+
     all_accounted = tally.accounted == tally.anomalies
     commands_consistent = tally.named_command_ids <= tally.seen_command_ids
     later_commands = len(tally.seen_command_ids - tally.named_command_ids)
     expected_reviews = tally.decisions.get("review", 0) + tally.plan_records.get("plan-failed", 0)
     reviews_consistent = tally.reviews == expected_reviews
+
     lines = [
         "",
         "Summary (counted from the output topics)",
@@ -231,6 +233,7 @@ def print_summary(tally: Tally, out: TextIO) -> bool:
         f"  check: one review request per review decision or failed plan: {_verdict(reviews_consistent)} "
         f"({expected_reviews} expected, {tally.reviews} requests)",
     ]
+
     if tally.repeated:
         lines.append(f"  messages sent again after a restart, counted once: {tally.repeated}")
     if tally.undecodable:

@@ -230,5 +230,5 @@ def state_table(app: faust.App, name: str, partitions: int) -> TextKeyStore:
 
 
 def shared_table(app: faust.App, name: str, partitions: int) -> TextKeyStore:
-    """Create a global table, which every worker holds whole, for state that spans partitions (the circuit breaker)."""
+    """Create a global table, which every worker reads in full, for state that spans partitions (the circuit breaker)."""
     return TextKeyStore(_global_table(app, name, partitions, lambda: None))

@@ -68,7 +68,7 @@ class Deployment:
                     f"worker log: {self.log_path}")
 
     def read_all(self, topic: str, timeout_s: float = 30.0) -> list[Any]:
-        """Read every message `topic` holds now."""
+        """Read every message `topic` contains now."""
         from mitigate.report import count_messages
 
         probe = Consumer(client_config(self.bootstrap, **{"group.id": f"test-probe-{uuid.uuid4()}"}))

@@ -67,7 +67,7 @@ orchestration:
 
 
 class ScriptedExecutor:
-    """Answers commands by action name; runs each command id once, as an executor must."""
+    """Scripted executor: replies to commands by action name and runs each command id once, as an executor must."""
 
     def __init__(self, deployment: Deployment) -> None:
         self.deployment = deployment
@@ -79,7 +79,7 @@ class ScriptedExecutor:
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def _status(self, command: ActionCommand) -> tuple[str, float] | None:
-        """Return (status, delay in seconds) for a command, or None for no answer at all."""
+        """Return (status, delay in seconds) for a command, or None to send no result at all."""
         action = command.action
         self.attempts[command.idempotency_key] += 1
         if action == "silent":
@@ -106,7 +106,7 @@ class ScriptedExecutor:
                     continue
                 command = ActionCommand.model_validate(self.deployment.decode(message, "ActionCommand"))
                 self.commands.append(command)
-                if command.command_id in self.results:  # a redelivered command: answer again, do not run
+                if command.command_id in self.results:  # a redelivered command: publish its result again, do not run
                     pending.append((time.monotonic(), self.results[command.command_id]))
                     continue
                 answer = self._status(command)

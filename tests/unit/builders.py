@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from fastavro import schemaless_writer
 
-from mitigate.models import AnomalyEvent, AssetContext
+from mitigate.models import AnomalyEvent, AssetContext, Silence
 from mitigate.policy import ActivePolicy, PolicyDocument
 from mitigate.schemas import SchemaVersion
 
@@ -123,3 +123,18 @@ def single_object(schema: SchemaVersion, record: dict[str, Any]) -> bytes:
     buffer.write(schema.fingerprint)
     schemaless_writer(buffer, schema.parsed, record)
     return buffer.getvalue()
+
+
+def silence_record(**changes: Any) -> Silence:
+    """Return a Silence in force at NOW that mutes industrial subsystems, changed by keyword arguments."""
+    fields: dict[str, Any] = {
+        "silence_id": "silence-1",
+        "matchers": {"subsystem": "industrial/*"},
+        "starts_at": NOW - timedelta(hours=1),
+        "ends_at": NOW + timedelta(hours=1),
+        "author": "operator",
+        "reason": "pump maintenance",
+        "created_at": NOW - timedelta(hours=1),
+    }
+    fields.update(changes)
+    return Silence.model_validate(fields)

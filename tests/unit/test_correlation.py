@@ -20,7 +20,7 @@ from mitigate.intake import Accepted, SourceMessage
 from mitigate.limits import ShardedBreaker
 from mitigate.models import Signal, Silence
 from mitigate.policy import ActivePolicy, PolicyIndex
-from tests.unit.builders import NOW, active_policy, anomaly_event, asset_context
+from tests.unit.builders import NOW, active_policy, anomaly_event, asset_context, silence_record
 
 # active_policy() covers spikes in industrial/* of medium severity or more. An auto
 # decision starts with rollback-config and open-ticket, and verify waits for rollback-config.
@@ -83,18 +83,6 @@ class Harness:
         return [self.engine.process(item, self.breaker) for item in signals]
 
 
-def maintenance_silence(**changes: Any) -> Silence:
-    fields: dict[str, Any] = {
-        "silence_id": "silence-1",
-        "matchers": {"subsystem": "industrial/*"},
-        "starts_at": NOW - timedelta(hours=1),
-        "ends_at": NOW + timedelta(hours=1),
-        "author": "operator",
-        "reason": "pump maintenance",
-        "created_at": NOW - timedelta(hours=1),
-    }
-    fields.update(changes)
-    return Silence.model_validate(fields)
 
 
 # A first signal
@@ -576,7 +564,7 @@ def test_resolution_counts_own_signal() -> None:
 
 
 def test_silence_suppresses() -> None:
-    decision = Harness(silences=[maintenance_silence()]).send(0)
+    decision = Harness(silences=[silence_record()]).send(0)
 
     assert decision.record.outcome == "suppress"
     assert decision.record.reason_code == "silenced"
@@ -584,13 +572,13 @@ def test_silence_suppresses() -> None:
 
 
 def test_silence_id_recorded() -> None:
-    record = Harness(silences=[maintenance_silence()]).send(0).record
+    record = Harness(silences=[silence_record()]).send(0).record
 
     assert record.silence_id == "silence-1"
 
 
 def test_silence_reason_text() -> None:
-    silence = maintenance_silence()
+    silence = silence_record()
     record = Harness(silences=[silence]).send(0).record
 
     assert record.reason == f"silenced by operator until {silence.ends_at.isoformat()}: pump maintenance"
@@ -599,10 +587,10 @@ def test_silence_reason_text() -> None:
 @pytest.mark.parametrize(
     "silence",
     [
-        maintenance_silence(matchers={"subsystem": "network/*"}),
-        maintenance_silence(ends_at=NOW),
-        maintenance_silence(starts_at=NOW + timedelta(minutes=1)),
-        maintenance_silence(matchers={"labels.site": "*"}),
+        silence_record(matchers={"subsystem": "network/*"}),
+        silence_record(ends_at=NOW),
+        silence_record(starts_at=NOW + timedelta(minutes=1)),
+        silence_record(matchers={"labels.site": "*"}),
     ],
     ids=["other-subsystem", "ended", "not-started", "label-missing"],
 )
@@ -612,16 +600,16 @@ def test_silence_not_applied(silence: Silence) -> None:
 
 def test_silence_latest_end_named() -> None:
     silences = [
-        maintenance_silence(silence_id="short", ends_at=NOW + timedelta(minutes=30)),
-        maintenance_silence(silence_id="long", ends_at=NOW + timedelta(hours=3)),
-        maintenance_silence(silence_id="middle", ends_at=NOW + timedelta(hours=2)),
+        silence_record(silence_id="short", ends_at=NOW + timedelta(minutes=30)),
+        silence_record(silence_id="long", ends_at=NOW + timedelta(hours=3)),
+        silence_record(silence_id="middle", ends_at=NOW + timedelta(hours=2)),
     ]
 
     assert Harness(silences=silences).send(0).record.silence_id == "long"
 
 
 def test_silence_ended_decides_again() -> None:
-    harness = Harness(silences=[maintenance_silence(ends_at=NOW + timedelta(minutes=5))])
+    harness = Harness(silences=[silence_record(ends_at=NOW + timedelta(minutes=5))])
     harness.send(0)
     harness.send(1, status="resolved")
 
@@ -629,7 +617,7 @@ def test_silence_ended_decides_again() -> None:
 
 
 def test_silence_end_decides_open_incident() -> None:
-    harness = Harness(silences=[maintenance_silence(ends_at=NOW + timedelta(minutes=10))])
+    harness = Harness(silences=[silence_record(ends_at=NOW + timedelta(minutes=10))])
     for minute in (0, 4, 8):
         harness.send(minute)
 

@@ -10,23 +10,11 @@ import pytest
 from mitigate.errors import MitigateError
 from mitigate.models import Silence
 from mitigate.silences import SilenceError, active_silence, expire, new_silence, parse_matchers, silence_matches
-from tests.unit.builders import NOW, anomaly_event
+from tests.unit.builders import NOW, anomaly_event, silence_record
 
 NAME_HINT = "use one of entity, subsystem, anomaly_type, severity, fingerprint or labels.NAME"
 
 
-def silence(**changes: Any) -> Silence:
-    fields: dict[str, Any] = {
-        "silence_id": "silence-1",
-        "matchers": {"subsystem": "industrial/*"},
-        "starts_at": NOW - timedelta(hours=1),
-        "ends_at": NOW + timedelta(hours=1),
-        "author": "operator",
-        "reason": "pump maintenance",
-        "created_at": NOW - timedelta(hours=1),
-    }
-    fields.update(changes)
-    return Silence.model_validate(fields)
 
 
 # Parsing NAME=PATTERN matchers
@@ -116,7 +104,7 @@ MATCH_CASES = [
     ("matchers", "matches"), [case[1:] for case in MATCH_CASES], ids=[case[0] for case in MATCH_CASES]
 )
 def test_silence_matches_event(matchers: dict[str, str], matches: bool) -> None:
-    assert silence_matches(silence(matchers=matchers), anomaly_event()) is matches
+    assert silence_matches(silence_record(matchers=matchers), anomaly_event()) is matches
 
 
 # Window in force: starts_at <= moment < ends_at
@@ -135,20 +123,20 @@ WINDOW_CASES = [
     ("moment", "active"), [case[1:] for case in WINDOW_CASES], ids=[case[0] for case in WINDOW_CASES]
 )
 def test_silence_active_at(moment: datetime, active: bool) -> None:
-    assert silence().active_at(moment) is active
+    assert silence_record().active_at(moment) is active
 
 
 @pytest.mark.parametrize(
     ("moment", "active"), [case[1:] for case in WINDOW_CASES], ids=[case[0] for case in WINDOW_CASES]
 )
 def test_active_silence_window(moment: datetime, active: bool) -> None:
-    found = active_silence([silence()], anomaly_event(), moment)
+    found = active_silence([silence_record()], anomaly_event(), moment)
 
     assert (found is not None) is active
 
 
 def test_active_silence_needs_match() -> None:
-    assert active_silence([silence(matchers={"subsystem": "network/*"})], anomaly_event(), NOW) is None
+    assert active_silence([silence_record(matchers={"subsystem": "network/*"})], anomaly_event(), NOW) is None
 
 
 def test_active_silence_none_given() -> None:
@@ -157,10 +145,10 @@ def test_active_silence_none_given() -> None:
 
 def test_active_silence_ends_last() -> None:
     silences = [
-        silence(silence_id="short", ends_at=NOW + timedelta(minutes=10)),
-        silence(silence_id="long", ends_at=NOW + timedelta(hours=5)),
-        silence(silence_id="not-matching", matchers={"severity": "low"}, ends_at=NOW + timedelta(days=1)),
-        silence(silence_id="ended", starts_at=NOW - timedelta(days=2), ends_at=NOW - timedelta(days=1)),
+        silence_record(silence_id="short", ends_at=NOW + timedelta(minutes=10)),
+        silence_record(silence_id="long", ends_at=NOW + timedelta(hours=5)),
+        silence_record(silence_id="not-matching", matchers={"severity": "low"}, ends_at=NOW + timedelta(days=1)),
+        silence_record(silence_id="ended", starts_at=NOW - timedelta(days=2), ends_at=NOW - timedelta(days=1)),
     ]
 
     found = active_silence(silences, anomaly_event(), NOW)
@@ -226,28 +214,28 @@ def test_new_silence_started_before() -> None:
 
 
 def test_expire_ends_now() -> None:
-    ended = expire(silence(), by="operator-2", now=NOW)
+    ended = expire(silence_record(), by="operator-2", now=NOW)
 
     assert ended.ends_at == NOW
     assert ended.expired_by == "operator-2"
 
 
 def test_expire_no_longer_active() -> None:
-    ended = expire(silence(), by="operator-2", now=NOW)
+    ended = expire(silence_record(), by="operator-2", now=NOW)
 
     assert not ended.active_at(NOW)
     assert active_silence([ended], anomaly_event(), NOW) is None
 
 
 def test_expire_keeps_other_fields() -> None:
-    original = silence()
+    original = silence_record()
     ended = expire(original, by="operator-2", now=NOW)
 
     assert ended.model_copy(update={"ends_at": original.ends_at, "expired_by": None}) == original
 
 
 def test_expire_scheduled_never_active() -> None:
-    scheduled = silence(starts_at=NOW + timedelta(hours=1), ends_at=NOW + timedelta(hours=2))
+    scheduled = silence_record(starts_at=NOW + timedelta(hours=1), ends_at=NOW + timedelta(hours=2))
     ended = expire(scheduled, by="operator-2", now=NOW)
 
     assert ended.ends_at == scheduled.starts_at
@@ -256,7 +244,7 @@ def test_expire_scheduled_never_active() -> None:
 
 @pytest.mark.parametrize("ends_at", [NOW, NOW - timedelta(minutes=5)], ids=["ends-now", "ended"])
 def test_expire_ended_message(ends_at: datetime) -> None:
-    ended = silence(ends_at=ends_at)
+    ended = silence_record(ends_at=ends_at)
 
     with pytest.raises(SilenceError) as caught:
         expire(ended, by="operator-2", now=NOW)
