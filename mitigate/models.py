@@ -194,6 +194,8 @@ class DecisionRecord(AvroModel):
     cancelled_steps: list[str] = Field(default_factory=list)
     silence_id: str | None = None
     plan_id: str | None = None
+    verdict_id: str | None = None
+    operators: list[str] = Field(default_factory=list)
 
 
 class ActionCommand(AvroModel):
@@ -231,7 +233,46 @@ class PlanStep(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
 
 
+class CompensationSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    executor: NonEmpty
+    action: NonEmpty
+    parameters: dict[str, str] = Field(default_factory=dict)
+    timeout_ms: Annotated[int, Field(gt=0)]
+
+
+class PlanStepSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    step_id: NonEmpty
+    executor: NonEmpty
+    action: NonEmpty
+    target: NonEmpty
+    parameters: dict[str, str] = Field(default_factory=dict)
+    preconditions: dict[str, str] = Field(default_factory=dict)
+    depends_on: list[str] = Field(default_factory=list)
+    timeout_ms: Annotated[int, Field(gt=0)]
+    retries: Annotated[int, Field(ge=0)] = 0
+    compensate: CompensationSpec | None = None
+
+
+ReviewStatus = Literal["pending", "approved", "modified", "vetoed", "expired", "closed", "superseded"]
+ExpiryAction = Literal["escalate", "close"]
+VerdictKind = Literal["approve", "modify", "veto"]
+
+
+class Approval(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    operator: NonEmpty
+    approved_at: AwareDatetime
+    verdict_id: NonEmpty
+
+
 class ReviewRequest(AvroModel):
+    # The decision record inside is binary Avro: as JSON (in the orchestrator's table) it is base64.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
     schema_name: ClassVar[str] = "ReviewRequest"
 
     review_id: NonEmpty
@@ -257,6 +298,33 @@ class ReviewRequest(AvroModel):
     signal_count: int = 1
     first_seen: AwareDatetime | None = None
     last_seen: AwareDatetime | None = None
+    revision: Annotated[int, Field(ge=1)] = 1
+    status: ReviewStatus = "pending"
+    status_reason: str = ""
+    updated_at: AwareDatetime | None = None
+    quorum: Annotated[int, Field(ge=1)] = 1
+    approvals: list[Approval] = Field(default_factory=list)
+    on_expiry: ExpiryAction = "escalate"
+    risk_inputs: dict[str, str] = Field(default_factory=dict)
+    predicted_impact: list[str] = Field(default_factory=list)
+    steps: list[PlanStepSpec] = Field(default_factory=list)
+    decision: bytes | None = None
+
+
+class ReviewVerdict(AvroModel):
+    schema_name: ClassVar[str] = "ReviewVerdict"
+
+    verdict_id: NonEmpty
+    review_id: NonEmpty
+    incident_id: str | None = None
+    revision: Annotated[int, Field(ge=1)]
+    kind: VerdictKind
+    operator: NonEmpty
+    issued_at: AwareDatetime
+    reason: Annotated[str, Field(max_length=4096)] = ""
+    drop_steps: list[str] = Field(default_factory=list)
+    parameters: dict[str, dict[str, str]] = Field(default_factory=dict)
+    client: str = ""
 
 
 class Signal(AvroModel):
@@ -306,32 +374,6 @@ class Silence(AvroModel):
         return self.starts_at <= moment < self.ends_at
 
 
-
-
-class CompensationSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    executor: NonEmpty
-    action: NonEmpty
-    parameters: dict[str, str] = Field(default_factory=dict)
-    timeout_ms: Annotated[int, Field(gt=0)]
-
-
-class PlanStepSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    step_id: NonEmpty
-    executor: NonEmpty
-    action: NonEmpty
-    target: NonEmpty
-    parameters: dict[str, str] = Field(default_factory=dict)
-    preconditions: dict[str, str] = Field(default_factory=dict)
-    depends_on: list[str] = Field(default_factory=list)
-    timeout_ms: Annotated[int, Field(gt=0)]
-    retries: Annotated[int, Field(ge=0)] = 0
-    compensate: CompensationSpec | None = None
-
-
 class PlanControl(AvroModel):
     # The decision record inside is binary Avro: as JSON (in the orchestrator's table) it is base64.
     model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
@@ -362,4 +404,5 @@ RECORD_MODELS: tuple[type[AvroModel], ...] = (
     DecisionRecord,
     ActionCommand,
     ReviewRequest,
+    ReviewVerdict,
 )

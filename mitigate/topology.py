@@ -67,6 +67,10 @@ class Topology:
         return self.name("reviews.requests")
 
     @property
+    def review_verdicts(self) -> str:
+        return self.name("reviews.verdicts")
+
+    @property
     def signals(self) -> str:
         return self.name("signals")
 
@@ -108,8 +112,12 @@ class Topology:
                       "Accepted, enriched events, re-keyed so that one subsystem is on one partition."),
             TopicSpec("decisions", self.partitions, "delete", 30 * DAY_MS, "entity", "DecisionRecord",
                       "Audit log of every decision."),
-            TopicSpec("reviews.requests", self.partitions, "delete", 7 * DAY_MS, "entity", "ReviewRequest",
-                      "Decisions that need a human."),
+            # Keyed by incident like plans and results: the orchestrate agent owns the
+            # state of each request and applies the verdicts on it.
+            TopicSpec("reviews.requests", self.partitions, "delete", 7 * DAY_MS, "incident id", "ReviewRequest",
+                      "Decisions that need a human, and every later state of each request."),
+            TopicSpec("reviews.verdicts", self.partitions, "delete", 30 * DAY_MS, "incident id", "ReviewVerdict",
+                      "Operators' answers to review requests."),
             TopicSpec("policies", 1, "compact", None, "policy id@version", "PolicyVersion",
                       "Every version of every policy; feeds the policy table."),
             TopicSpec("assets", self.partitions, "compact", None, "entity", "AssetContext",

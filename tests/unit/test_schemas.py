@@ -28,6 +28,7 @@ EXPECTED_NAMES = [
     "PlanControl",
     "PolicyVersion",
     "ReviewRequest",
+    "ReviewVerdict",
     "Signal",
     "Silence",
 ]
