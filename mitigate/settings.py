@@ -47,6 +47,10 @@ class WorkerSettings(KafkaSettings):
         Path("config/automation.yaml"),
         description="Correlation windows, budgets and circuit breaker (MITIGATE_AUTOMATION_FILE).",
     )
+    operators_file: Path = Field(
+        Path("config/operators.yaml"),
+        description="Operators and their rights to answer review requests (MITIGATE_OPERATORS_FILE).",
+    )
     max_future_skew_s: float = Field(
         300.0, gt=0, description="Reject events stamped further than this in the future, seconds (MITIGATE_MAX_FUTURE_SKEW_S)."
     )
