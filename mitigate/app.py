@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import faust
@@ -19,9 +19,11 @@ from mitigate.codec import AvroCodec, create_registry_client
 from mitigate.correlation import IncidentEngine
 from mitigate.decision import Decider
 from mitigate.intake import DetectorCatalog, Intake
+from mitigate.operators import load_operators
 from mitigate.orchestration import Orchestrator
 from mitigate.pipeline import DecisionStage, Pipeline
 from mitigate.redelivery import SentLog
+from mitigate.review import ReviewDesk
 from mitigate.schemas import SchemaRepository
 from mitigate.settings import WorkerSettings
 from mitigate.topology import DEAD_LETTER_MAX_BYTES
@@ -91,7 +93,8 @@ def create_worker(settings: WorkerSettings) -> Worker:
 
     engine = IncidentEngine(
         settings=automation,
-        decider=Decider(default_review_timeout=timedelta(seconds=settings.review_timeout_s)),
+        decider=Decider(default_review_timeout=timedelta(seconds=settings.review_timeout_s),
+                        clock=lambda: datetime.now(UTC)),
         policies=policies.index,
         silences=silences.silences,
         incidents=state_table(app, "incident-table", partitions),
@@ -106,8 +109,10 @@ def create_worker(settings: WorkerSettings) -> Worker:
                           automation.circuit_breaker, breaker_store)
     ResultAgent(app, _source(app, topology.action_results, partitions), codec,
                 automation.circuit_breaker, breaker_store)
-    PlanAgent(app, topology, Orchestrator(automation.orchestration, codec), codec, sender,
-              state_table(app, "plan-table", partitions), partitions)
+    orchestrator = Orchestrator(automation.orchestration, codec)
+    desk = ReviewDesk(automation.reviews, load_operators(settings.operators_file), orchestrator, codec)
+    PlanAgent(app, topology, orchestrator, desk, codec, sender, state_table(app, "plan-table", partitions),
+              partitions)
 
     worker = Worker(app, pipeline, stage, policies, assets, silences, anomalies, signals)
     if settings.ready_file is not None:

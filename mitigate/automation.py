@@ -10,10 +10,11 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mitigate.durations import Duration
 from mitigate.errors import ConfigurationError
+from mitigate.topology import EXECUTORS
 
 
 class Strict(BaseModel):
@@ -79,9 +80,36 @@ class Orchestration(Strict):
     review_timeout: Duration = 1800.0  # deadline of the review request raised when a plan fails
 
 
+class Escalation(Strict):
+    """The command sent when a review request expires with on_expiry escalate: a notification, not a remedy."""
+
+    executor: str = "ticket"
+    action: str = Field("open-ticket", pattern=r"^[a-z0-9][a-z0-9._-]{0,127}$")
+    parameters: dict[str, str] = Field(default_factory=lambda: {"queue": "operations"})
+    timeout: Duration = 300.0
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, value: str) -> str:
+        if value not in EXECUTORS:
+            raise ValueError(f"unknown executor {value!r}; use one of: {', '.join(EXECUTORS)}")
+        return value
+
+
+class Reviews(Strict):
+    """How the pipeline handles review requests and verdicts."""
+
+    # None records the escalation of an expired request without sending a command.
+    escalation: Escalation | None = Field(default_factory=lambda: Escalation())
+    # A verdict can overtake the request it answers (they travel on different
+    # topics); it waits this long for the request before it is rejected.
+    verdict_wait: Duration = 60.0
+
+
 class AutomationSettings(Strict):
     correlation: Correlation = Field(default_factory=lambda: Correlation())
     orchestration: Orchestration = Field(default_factory=lambda: Orchestration())
+    reviews: Reviews = Field(default_factory=lambda: Reviews())
     budgets: Budgets = Field(default_factory=lambda: Budgets())
     circuit_breaker: CircuitBreaker = Field(default_factory=lambda: CircuitBreaker())
 

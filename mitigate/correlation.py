@@ -310,16 +310,17 @@ class IncidentEngine:
         incident.state = "resolved"
         parts = [f"incident {incident.incident_id} resolved: no signal of it fires any more"]
         if incident.pending_review is not None:
-            parts.append(f"it resolved before review {incident.pending_review} was answered, so it closes "
-                         "without action")
+            parts.append(f"review {incident.pending_review} closes without action if it is still pending")
         if incident.plan_id is not None:
             parts.append(f"plan {incident.plan_id} is cancelled: its steps not yet started will not run")
         _save(self.incidents, incident.incident_id, incident)
         record = build("suppress", "incident-resolved", "; ".join(parts))
         cancel = None
-        if incident.plan_id is not None:
-            # Only the orchestrator has the state of each step, so it cancels those not yet started.
-            cancel = PlanControl(kind="cancel", incident_id=incident.incident_id, plan_id=incident.plan_id,
+        if incident.plan_id is not None or incident.pending_review is not None:
+            # Only the orchestrate agent has the state of each step and of each review request
+            # (an approved request runs a plan too), so it cancels and closes what is still open.
+            cancel = PlanControl(kind="cancel", incident_id=incident.incident_id,
+                                 plan_id=incident.plan_id or incident.pending_review or incident.incident_id,
                                  trace_id=signal.trace_id, issued_at=event.event_time,
                                  reason=f"incident resolved by signal {event.event_id}")
         return Decision(record, plan=cancel)

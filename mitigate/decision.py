@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -19,6 +20,7 @@ from mitigate.models import (
     ActionCommand,
     AnomalyEvent,
     AssetContext,
+    AssetSnapshot,
     DecisionRecord,
     GateResult,
     CompensationSpec,
@@ -29,7 +31,7 @@ from mitigate.models import (
     ReviewRequest,
     Signal,
 )
-from mitigate.policy import WILDCARD, ActivePolicy, Gates, PolicyIndex, Step
+from mitigate.policy import WILDCARD, ActivePolicy, Gates, PolicyIndex, Step, format_duration
 
 # Weights of the risk score, in [0, 1]: risk = severity weight x criticality weight.
 # An entity missing from the assets table counts as critical, because nothing
@@ -174,11 +176,8 @@ def step_target(step: Step, signal: AnomalyEvent) -> str:
     return step.target.format(entity=signal.entity, subsystem=signal.subsystem, fingerprint=signal.fingerprint)
 
 
-def plan_control(
-    policy: ActivePolicy, signal: Signal, decision_id: str, incident_id: str, now: datetime
-) -> PlanControl:
+def step_specs(policy: ActivePolicy, signal: AnomalyEvent) -> list[PlanStepSpec]:
     """Describe the policy's plan for the orchestrator: every step with its timeout, retries and compensation."""
-    event = signal.event
     steps = []
     for step in policy.document.plan:
         compensation = None
@@ -190,15 +189,61 @@ def plan_control(
                 timeout_ms=int(step.compensate.timeout_s * 1000),
             )
         steps.append(PlanStepSpec(
-            step_id=step.id, executor=step.executor, action=step.action, target=step_target(step, event),
+            step_id=step.id, executor=step.executor, action=step.action, target=step_target(step, signal),
             parameters=dict(step.parameters), preconditions=dict(step.preconditions),
             depends_on=list(step.depends_on), timeout_ms=int(step.timeout_s * 1000), retries=step.retries,
             compensate=compensation,
         ))
+    return steps
+
+
+def plan_control(
+    policy: ActivePolicy, signal: Signal, decision_id: str, incident_id: str, now: datetime
+) -> PlanControl:
     return PlanControl(
         kind="start", incident_id=incident_id, plan_id=decision_id, trace_id=signal.trace_id, issued_at=now,
-        policy_id=policy.policy_id, policy_version=policy.version, steps=steps, signal_score=event.score,
+        policy_id=policy.policy_id, policy_version=policy.version, steps=step_specs(policy, signal.event),
+        signal_score=signal.event.score,
     )
+
+
+def risk_inputs(signal: AnomalyEvent, asset: AssetContext | AssetSnapshot | None) -> dict[str, str]:
+    """The inputs of risk_score, so a reviewer can see why a risk is high."""
+    inputs = {
+        "severity": signal.severity,
+        "severity_weight": repr(SEVERITY_WEIGHT[signal.severity]),
+        "criticality": asset.criticality if asset is not None else "unknown (not in the assets table, counts as critical)",
+        "criticality_weight": repr(CRITICALITY_WEIGHT[asset.criticality] if asset is not None else 1.0),
+        "formula": "severity_weight x criticality_weight",
+        "confidence": repr(signal.confidence),
+    }
+    if asset is not None:
+        inputs["environment"] = asset.environment
+        inputs["change_freeze"] = "true" if asset.change_freeze else "false"
+    return inputs
+
+
+def predicted_impact(steps: list[PlanStepSpec], asset: AssetContext | AssetSnapshot | None) -> list[str]:
+    """What running the plan would touch, one readable line each."""
+    if not steps:
+        return ["no plan: nothing runs on approval; the incident is handled by hand"]
+    executors = sorted({step.executor for step in steps})
+    lines = [f"{_count(len(steps), 'command')} to {', '.join(executors)}: "
+             + ", ".join(f"{step.executor}/{step.action} on {step.target}" for step in steps)]
+    targets = sorted({step.target for step in steps})
+    if asset is not None:
+        frozen = ", change freeze" if asset.change_freeze else ""
+        lines.append(f"targets {', '.join(targets)}; asset criticality {asset.criticality}, environment "
+                     f"{asset.environment}, owner {asset.owner}{frozen}")
+    else:
+        lines.append(f"targets {', '.join(targets)}; the asset is not in the assets table")
+    undo = [step.step_id for step in steps if step.compensate is not None]
+    lines.append(f"{len(undo)} of {_count(len(steps), 'step')} undone automatically if a later step fails"
+                 + (f": {', '.join(undo)}" if undo else ""))
+    longest_ms = sum(step.timeout_ms * (step.retries + 1) for step in steps)
+    lines.append(f"runs for at most {format_duration(round(longest_ms / 1000))} "
+                 "(every step's timeout times its attempts, one after another)")
+    return lines
 
 
 def _count(number: int, noun: str) -> str:
@@ -212,8 +257,13 @@ def _failures(gates: list[GateResult]) -> str:
 class Decider:
     """Builds the Decision for a signal."""
 
-    def __init__(self, *, default_review_timeout: timedelta) -> None:
+    def __init__(
+        self, *, default_review_timeout: timedelta, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self.default_review_timeout = default_review_timeout
+        # Review deadlines are for people, so they count from the later of the
+        # event time and this clock: a replayed old event still gets its full time.
+        self.clock = clock
 
     def decide(
         self,
@@ -346,13 +396,15 @@ class Decider:
         timeout = (
             timedelta(seconds=policy.document.review_timeout_s) if policy is not None else self.default_review_timeout
         )
+        start = max(build.now, self.clock()) if self.clock is not None else build.now
+        specs = step_specs(policy, event) if policy is not None and steps else []
         review = ReviewRequest(
             review_id=review_id,
             decision_id=build.decision_id,
             event_id=event.event_id,
             trace_id=build.signal.trace_id,
             created_at=build.now,
-            deadline=build.now + timeout,
+            deadline=start + timeout,
             incident_id=incident.incident_id if incident else None,
             entity=event.entity,
             subsystem=event.subsystem,
@@ -370,6 +422,12 @@ class Decider:
             signal_count=incident.signals if incident else 1,
             first_seen=incident.first_seen if incident else event.event_time,
             last_seen=incident.last_seen if incident else event.event_time,
+            updated_at=build.now,
+            quorum=policy.document.review.quorum if policy is not None else 1,
+            on_expiry=policy.document.review.on_expiry if policy is not None else "escalate",
+            risk_inputs=risk_inputs(event, build.signal.asset),
+            predicted_impact=predicted_impact(specs, build.signal.asset),
+            steps=specs,
         )
         record = build("review", reason_code, reason, policy, gates, review_id=review_id)
         return Decision(record, review=review)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mitigate.automation import Orchestration
 from mitigate.codec import AvroCodec
-from mitigate.decision import stable_id
+from mitigate.decision import predicted_impact, stable_id
 from mitigate.errors import DecodeError
 from mitigate.limits import epoch_ms
 from mitigate.models import (
@@ -429,4 +429,11 @@ class Orchestrator:
             policy_version=plan.control.policy_version,
             recommended_plan=steps,
             signal_count=template.incident_signals,
+            updated_at=now,
+            risk_inputs={"risk_score": repr(template.risk_score), "severity": template.severity,
+                         "criticality": template.asset.criticality if template.asset else "unknown"},
+            predicted_impact=["approving runs the whole plan again from its first step", *predicted_impact(
+                list(plan.control.steps), template.asset)],
+            steps=list(plan.control.steps),
+            decision=plan.control.decision,
         )

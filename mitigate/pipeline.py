@@ -139,14 +139,18 @@ class DecisionStage:
     def _encode(self, decision: Decision, entity: str, trace_id: str) -> tuple[Outgoing, ...]:
         key = entity.encode()
         messages = []
-        if decision.plan is not None:
-            # The orchestrator sends the commands; it needs the record to write its own records later.
+        # The orchestrate agent builds the records of a plan and of a review's verdicts from this record.
+        record_bytes = None
+        if decision.plan is not None or decision.review is not None:
             record_bytes = self.codec.encode("DecisionRecord", decision.record.to_avro())
+        if decision.plan is not None:
             control = decision.plan.model_copy(update={"decision": record_bytes})
             messages.append(encode_message(self.codec, self.topology.plans, control.incident_id.encode(), control,
                                            trace_id))
         if decision.review is not None:
-            messages.append(encode_message(self.codec, self.topology.review_requests, key, decision.review, trace_id))
+            review = decision.review.model_copy(update={"decision": record_bytes})
+            review_key = (review.incident_id or review.event_id).encode()
+            messages.append(encode_message(self.codec, self.topology.review_requests, review_key, review, trace_id))
         # Queued last, after the commands and the review request it names.
         messages.append(encode_message(self.codec, self.topology.decisions, key, decision.record, trace_id))
         return tuple(messages)

@@ -205,6 +205,13 @@ class Limits(Strict):
     per_target: list[RunCap] = Field(default_factory=list)
 
 
+class ReviewRules(Strict):
+    """How a review request of this policy is answered: how many approvals, and what happens without one."""
+
+    quorum: int = Field(1, ge=1, le=10)  # approvals from distinct operators before the plan runs
+    on_expiry: Literal["escalate", "close"] = "escalate"  # both take no action; escalate also notifies
+
+
 class PolicyDocument(Strict):
     """A policy as written in config/policies/*.yaml."""
 
@@ -216,6 +223,7 @@ class PolicyDocument(Strict):
     gates: Gates = Field(default_factory=lambda: Gates())
     limits: Limits = Field(default_factory=lambda: Limits())
     review_timeout_s: float = Field(1800.0, gt=0, le=7 * 86400)
+    review: ReviewRules = Field(default_factory=lambda: ReviewRules())
     plan: list[Step] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -22,6 +22,10 @@ from mitigate.topology import EXECUTORS, Topology
 ANOMALY_COUNT_INTERVAL_S = 2.0
 # Reason codes of the orchestrator's records: they report on a plan, not on one anomaly.
 PLAN_PROGRESS = ("plan-", "step-", "compensation-")
+# Reason codes of the review stage's records: verdicts, expiry and the end of a request.
+REVIEW_PROGRESS = ("review-", "verdict-", "incident-vetoed")
+# Review records that start a plan: approval, and the escalation of an expired request.
+REVIEW_PLANS = ("review-approved", "review-modified", "review-expired")
 # Reason codes after which a plan sends no further step (a failed plan may still compensate).
 PLAN_FINAL = ("plan-completed", "plan-failed", "plan-cancelled")
 
@@ -31,6 +35,8 @@ class Tally:
     """Counts of what the output topics hold."""
 
     plan_records: Counter[str] = field(default_factory=Counter)  # orchestrator progress, by reason code
+    review_records: Counter[str] = field(default_factory=Counter)  # verdicts and request ends, by reason code
+    review_states: dict[str, str] = field(default_factory=dict)  # review id -> latest status
 
     anomalies: int = 0
     decisions: Counter[str] = field(default_factory=Counter)
@@ -142,6 +148,12 @@ class Follower:
         decision = DecisionRecord.model_validate(record)
         if self._repeat(decision.decision_id):
             return
+        if decision.reason_code.startswith(REVIEW_PROGRESS):
+            self.tally.review_records[decision.reason_code] += 1
+            if decision.plan_id and decision.reason_code in REVIEW_PLANS:
+                self.tally.plans_started.add(decision.plan_id)
+            self.on_line(format_decision(decision))
+            return
         if decision.reason_code.startswith(PLAN_PROGRESS):
             self.tally.plan_records[decision.reason_code] += 1
             if decision.plan_id and decision.reason_code in PLAN_FINAL:
@@ -172,8 +184,16 @@ class Follower:
 
     def _review(self, value: bytes) -> None:
         record = self._decode(value, "ReviewRequest")
-        if record is not None and not self._repeat(str(record["review_id"])):
+        if record is None:
+            return
+        review_id = str(record["review_id"])
+        # Every change of a request is published again under its id; only the latest status counts.
+        state = f"{review_id}|{record['revision']}|{record['status']}|{len(record['approvals'])}"  # type: ignore[arg-type]
+        if self._repeat(state):
+            return
+        if review_id not in self.tally.review_states:
             self.tally.reviews += 1
+        self.tally.review_states[review_id] = str(record["status"])
 
     def _command(self, value: bytes) -> None:
         record = self._decode(value, "ActionCommand")
@@ -224,7 +244,8 @@ def print_summary(tally: Tally, out: TextIO) -> bool:
         f"  plan records      {sum(tally.plan_records.values()):>6}  ({_breakdown(tally.plan_records)})",
         f"  dead letters      {dead_letters:>6}  ({_breakdown(tally.dead_letters)})",
         f"  commands          {commands:>6}  ({_breakdown(tally.commands)})",
-        f"  review requests   {tally.reviews:>6}",
+        f"  review requests   {tally.reviews:>6}  ({_breakdown(Counter(tally.review_states.values()))})",
+        f"  review records    {sum(tally.review_records.values()):>6}  ({_breakdown(tally.review_records)})",
         f"  check: each anomaly has one decision or dead letter: {_verdict(all_accounted)} "
         f"({tally.anomalies} {'=' if all_accounted else '!='} {decisions} + {dead_letters})",
         f"  check: commands named by decisions are on the action topics: {_verdict(commands_consistent)} "

@@ -1,4 +1,7 @@
-"""The orchestrate agent: plan controls and action results, keyed by incident id, and a timer for deadlines."""
+"""The orchestrate agent: plan controls, action results, review requests and verdicts, keyed by incident id.
+
+A timer sends ticks for plan deadlines, retries and review deadlines.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +16,10 @@ from mitigate.agents.reference import TextKeyStore
 from mitigate.codec import AvroCodec
 from mitigate.errors import DecodeError
 from mitigate.limits import epoch_ms
-from mitigate.models import ActionResult, PlanControl
-from mitigate.orchestration import Effects, Orchestrator, PlanBook, PlanState
+from mitigate.models import ActionResult, PlanControl, ReviewRequest, ReviewVerdict
+from mitigate.orchestration import Effects, Orchestrator
 from mitigate.pipeline import Processed, encode_message
+from mitigate.review import IncidentBook, ReviewDesk
 from mitigate.topology import Topology
 
 logger = logging.getLogger(__name__)
@@ -26,25 +30,28 @@ FINISHED_RETENTION_MS = 24 * 3600 * 1000
 
 
 class PlanAgent:
-    """Runs the orchestrator for the incidents of this worker's partitions."""
+    """Runs the orchestrator and the review desk for the incidents of this worker's partitions."""
 
     def __init__(
-        self, app: faust.App, topology: Topology, orchestrator: Orchestrator, codec: AvroCodec, sender: Sender,
-        plans: TextKeyStore, partitions: int,
+        self, app: faust.App, topology: Topology, orchestrator: Orchestrator, desk: ReviewDesk, codec: AvroCodec,
+        sender: Sender, plans: TextKeyStore, partitions: int,
     ) -> None:
         self.app = app
         self.topology = topology
         self.orchestrator = orchestrator
+        self.desk = desk
         self.codec = codec
         self.sender = sender
         self.plans = plans
         self.grace_ms = int(orchestrator.settings.result_grace * 1000)
+        self.verdict_wait_ms = int(desk.settings.verdict_wait * 1000)
         # When each incident next needs a tick, with the partition of its plans, so the timer
         # does not decode every stored plan each second. Filled from the table on first use
         # (after a start or restart) and kept up to date by _store.
         self._due: dict[str, tuple[int, int]] | None = None
         self._active: set[int] = set()
-        source = app.topic(topology.plans, topology.action_results, key_serializer="raw", value_serializer="raw",
+        source = app.topic(topology.plans, topology.action_results, topology.review_requests,
+                           topology.review_verdicts, key_serializer="raw", value_serializer="raw",
                            partitions=partitions)
         app.agent(source, name="orchestrate")(self._run)
         app.timer(TICK_INTERVAL_S, name="orchestrate-timer")(self._send_ticks)
@@ -56,8 +63,12 @@ class PlanAgent:
             try:
                 if message.topic == self.topology.plans:
                     effects = self._control(message.value, message.partition, now)
-                else:
+                elif message.topic == self.topology.action_results:
                     effects = self._result(message.value, now)
+                elif message.topic == self.topology.review_requests:
+                    effects = self._request(message.value, message.partition, now)
+                else:
+                    effects = self._verdict(message.value, message.partition, now)
             except DecodeError as exc:
                 # A plan whose stored decision record cannot be read any more must not
                 # stop the partition: the message is skipped and the error logged.
@@ -75,23 +86,34 @@ class PlanAgent:
             logger.log(level, "plan %s incident=%s plan=%s trace_id=%s: %s", record.reason_code, record.incident_id,
                        record.plan_id, record.trace_id, record.reason)
 
-    def _load(self, incident_id: str) -> dict[str, PlanState]:
+    def _load(self, incident_id: str) -> IncidentBook:
         raw = self.plans.get(incident_id)
-        return PlanBook.model_validate_json(raw).plans if raw else {}
+        return IncidentBook.model_validate_json(raw) if raw else IncidentBook()
 
-    def _store(self, incident_id: str, plans: dict[str, PlanState], now: datetime) -> None:
+    def _store(self, incident_id: str, book: IncidentBook, now: datetime) -> None:
         now_ms = epoch_ms(now)
-        kept = {
-            plan_id: plan for plan_id, plan in plans.items()
+        book.plans = {
+            plan_id: plan for plan_id, plan in book.plans.items()
             if plan.state == "running" or now_ms - plan.updated_ms < FINISHED_RETENTION_MS
         }
-        self.plans[incident_id] = PlanBook(plans=kept).model_dump_json().encode()
+        book.reviews = {
+            review_id: state for review_id, state in book.reviews.items()
+            if state.request.status == "pending" or state.request.updated_at is None
+            or now_ms - epoch_ms(state.request.updated_at) < FINISHED_RETENTION_MS
+        }
+        self.plans[incident_id] = book.model_dump_json().encode()
         if self._due is not None:
-            self._note_due(incident_id, kept)
+            self._note_due(incident_id, book)
 
-    def _note_due(self, incident_id: str, plans: dict[str, PlanState]) -> None:
+    def _note_due(self, incident_id: str, book: IncidentBook) -> None:
         assert self._due is not None
-        times = [(plan.partition, due) for plan in plans.values() if (due := plan.due_ms(self.grace_ms)) is not None]
+        times = [(plan.partition, due) for plan in book.plans.values()
+                 if (due := plan.due_ms(self.grace_ms)) is not None]
+        review_due = self.desk.due_ms(book, self.verdict_wait_ms)
+        if review_due is not None:
+            partition = next((state.partition for state in book.reviews.values()),
+                             next((item.partition for item in book.waiting), 0))
+            times.append((partition, review_due))
         if times:
             self._due[incident_id] = min(times, key=lambda item: item[1])
         else:
@@ -103,23 +125,80 @@ class PlanAgent:
         except (DecodeError, ValidationError) as exc:
             logger.error("plan control ignored partition=%d: %s", partition, exc)
             return None
-        plans = self._load(control.incident_id)
+        book = self._load(control.incident_id)
         effects = Effects()
         if control.kind == "start":
-            if control.plan_id in plans:
+            if control.plan_id in book.plans:
                 return None  # a redelivered start; the plan runs already
-            plan, effects = self.orchestrator.start(control, partition, now)
-            plans[control.plan_id] = plan
+            if book.veto is not None:
+                effects = self.desk.reject_vetoed_plan(book, control, now)
+                logger.warning("plan not started incident=%s plan=%s: vetoed by %s", control.incident_id,
+                               control.plan_id, book.veto.operator)
+                return effects
+            effects = self.desk.plan_started(book, control, now)
+            plan, started = self.orchestrator.start(control, partition, now)
+            effects.extend(started)
+            book.plans[control.plan_id] = plan
             logger.info("plan started incident=%s plan=%s steps=%d trace_id=%s",
                         control.incident_id, control.plan_id, len(control.steps), control.trace_id)
         elif control.kind == "cancel":
-            # The incident resolved: every plan it started stops, not only the one the control names.
-            for running in plans.values():
+            # The incident resolved: every plan it started stops, not only the one the control names,
+            # and its pending review requests close.
+            for running in book.plans.values():
                 effects.extend(self.orchestrator.cancel(running, control, now))
+            effects.extend(self.desk.incident_resolved(book, control, now))
         else:
-            for plan in plans.values():
+            for plan in book.plans.values():
                 effects.extend(self.orchestrator.tick(plan, now))
-        self._store(control.incident_id, plans, now)
+            effects.extend(self.desk.expire(book, now))
+        self._open_new_reviews(book, effects, partition, now)
+        self._store(control.incident_id, book, now)
+        return effects
+
+    def _open_new_reviews(self, book: IncidentBook, effects: Effects, partition: int, now: datetime) -> None:
+        """Take review requests the orchestrator just raised (a failed plan) into the book."""
+        for review in list(effects.reviews):
+            if review.review_id not in book.reviews and review.status == "pending":
+                effects.extend(self.desk.open(book, review, partition, now))
+
+    def _request(self, value: bytes | None, partition: int, now: datetime) -> Effects | None:
+        try:
+            request = ReviewRequest.model_validate(self.codec.decode(value, "ReviewRequest").record)
+        except (DecodeError, ValidationError) as exc:
+            logger.error("review request ignored partition=%d: %s", partition, exc)
+            return None
+        incident_id = request.incident_id or request.event_id
+        book = self._load(incident_id)
+        if request.review_id in book.reviews:
+            return None  # a state this agent published, read back
+        if request.decision is None:
+            logger.warning("review request %s has no decision record (written by an older version); "
+                           "verdicts on it cannot be applied", request.review_id)
+            return None
+        effects = self.desk.open(book, request, partition, now)
+        self._store(incident_id, book, now)
+        return effects
+
+    def _verdict(self, value: bytes | None, partition: int, now: datetime) -> Effects | None:
+        try:
+            verdict = ReviewVerdict.model_validate(self.codec.decode(value, "ReviewVerdict").record)
+        except (DecodeError, ValidationError) as exc:
+            logger.error("review verdict ignored partition=%d: %s", partition, exc)
+            return None
+        if verdict.incident_id is None:
+            logger.error("review verdict %s ignored: it names no incident", verdict.verdict_id)
+            return None
+        book = self._load(verdict.incident_id)
+        if verdict.review_id not in book.reviews:
+            logger.warning("verdict waits for its review request review=%s verdict=%s operator=%s",
+                           verdict.review_id, verdict.verdict_id, verdict.operator)
+        effects = self.desk.on_verdict(book, verdict, partition, now)
+        for record in effects.records:
+            if record.verdict_id == verdict.verdict_id:
+                logger.info("verdict %s review=%s operator=%s incident=%s: %s", record.reason_code,
+                            verdict.review_id, verdict.operator, verdict.incident_id, record.reason)
+        self._open_new_reviews(book, effects, partition, now)
+        self._store(verdict.incident_id, book, now)
         return effects
 
     def _result(self, value: bytes | None, now: datetime) -> Effects | None:
@@ -130,14 +209,15 @@ class PlanAgent:
             return None
         if result.incident_id is None:
             return None
-        plans = self._load(result.incident_id)
-        plan = plans.get(result.decision_id)
+        book = self._load(result.incident_id)
+        plan = book.plans.get(result.decision_id)
         if plan is None:
             logger.warning("result for an unknown plan ignored incident=%s decision=%s command=%s",
                            result.incident_id, result.decision_id, result.command_id)
             return None
         effects = self.orchestrator.on_result(plan, result, now)
-        self._store(result.incident_id, plans, now)
+        self._open_new_reviews(book, effects, plan.partition, now)
+        self._store(result.incident_id, book, now)
         return effects
 
     def _messages(self, effects: Effects) -> Processed:
@@ -146,8 +226,8 @@ class PlanAgent:
             messages.append(encode_message(self.codec, self.topology.actions(command.executor),
                                            command.target.encode(), command, command.trace_id))
         for review in effects.reviews:
-            messages.append(encode_message(self.codec, self.topology.review_requests, review.entity.encode(),
-                                           review, review.trace_id))
+            key = (review.incident_id or review.event_id).encode()
+            messages.append(encode_message(self.codec, self.topology.review_requests, key, review, review.trace_id))
         for record in effects.records:
             messages.append(encode_message(self.codec, self.topology.decisions, record.entity.encode(), record,
                                            record.trace_id))

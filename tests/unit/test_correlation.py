@@ -488,17 +488,21 @@ def test_resolved_closes_pending_review() -> None:
 
     assert harness.send(1, status="resolved").record.reason == (
         f"incident {review.incident_id} resolved: no signal of it fires any more; "
-        f"it resolved before review {review.review_id} was answered, so it closes without action"
+        f"review {review.review_id} closes without action if it is still pending"
     )
 
 
-def test_resolved_review_cancels_nothing() -> None:
+def test_resolved_review_sends_cancel_to_close_it() -> None:
+    # An approved review may run a plan the decide stage does not know of, so the
+    # orchestrate agent gets the cancel and closes or stops whatever is open.
     harness = Harness()
-    harness.send(0, confidence=0.6)
+    review = harness.send(0, confidence=0.6).review
+    assert review is not None
     decision = harness.send(1, status="resolved")
 
     assert decision.record.cancelled_steps == []
-    assert decision.plan is None
+    assert decision.plan is not None
+    assert (decision.plan.kind, decision.plan.incident_id) == ("cancel", review.incident_id)
 
 
 def test_resolved_while_other_fires() -> None:

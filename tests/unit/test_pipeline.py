@@ -445,14 +445,27 @@ def test_outcome_recorded(two_steps: TwoSteps, codec: AvroCodec, changes: dict[s
 
 def test_review_message_decodes(two_steps: TwoSteps, codec: AvroCodec) -> None:
     outcome = two_steps.run(event_message(codec, confidence=0.6))
+    review = decided(outcome).review
+    assert review is not None
 
-    assert decode_all(codec, outcome)[0] == decided(outcome).review
+    assert decode_all(codec, outcome)[0] == review.model_copy(update={"decision": outcome.messages[1].value})
 
 
-def test_review_keyed_by_entity(two_steps: TwoSteps, codec: AvroCodec) -> None:
+def test_review_carries_its_decision_record(two_steps: TwoSteps, codec: AvroCodec) -> None:
     outcome = two_steps.run(event_message(codec, confidence=0.6))
+    request = decode_all(codec, outcome)[0]
+    assert isinstance(request, ReviewRequest) and request.decision is not None
 
-    assert [sent.key for sent in outcome.messages] == [b"machine-temperature-01"] * 2
+    embedded = DecisionRecord.model_validate(codec.decode(request.decision, "DecisionRecord").record)
+    assert embedded == decided(outcome).record
+
+
+def test_review_keyed_by_incident(two_steps: TwoSteps, codec: AvroCodec) -> None:
+    outcome = two_steps.run(event_message(codec, confidence=0.6))
+    incident_id = decided(outcome).record.incident_id
+    assert incident_id is not None
+
+    assert [sent.key for sent in outcome.messages] == [incident_id.encode(), b"machine-temperature-01"]
 
 
 def test_resolution_sends_plan_cancel(pipeline: Pipeline, stage: DecisionStage, breaker: ShardedBreaker,
