@@ -14,10 +14,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import ValidationError
 
 from mitigate import __version__
+from mitigate.arguments import duration_argument, positive_int
 from mitigate.codec import AvroCodec, create_registry_client
 from mitigate.errors import MitigateError, PolicyError
 from mitigate.executor.cli import add_parser as add_executor_parser
 from mitigate.models import AnomalyEvent, PolicyVersion
+from mitigate.review_tool import add_parser as add_review_parser
 from mitigate.schemas import SchemaRepository
 from mitigate.settings import KafkaSettings
 
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_silence(commands)
     _add_simulate(commands)
     add_executor_parser(commands)
+    add_review_parser(commands)
 
     report = commands.add_parser(
         "report", help="print decisions and dead letters as they arrive, then a summary of the output topics"
@@ -99,16 +102,6 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
 
 
@@ -207,7 +200,7 @@ def _add_policy(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
     show = actions.add_parser("show", help="print a published policy version as YAML")
     show.add_argument("policy_id", metavar="POLICY")
-    show.add_argument("--version", type=_positive_int, help="version to print (default: the latest)")
+    show.add_argument("--version", type=positive_int, help="version to print (default: the latest)")
     show.set_defaults(handler=run_policy_show)
 
     history = actions.add_parser("history", help="list every version of a policy with author, time and note")
@@ -216,14 +209,14 @@ def _add_policy(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
     diff = actions.add_parser("diff", help="show what changed between two versions of a policy")
     diff.add_argument("policy_id", metavar="POLICY")
-    diff.add_argument("old", type=_positive_int, nargs="?", metavar="OLD",
+    diff.add_argument("old", type=positive_int, nargs="?", metavar="OLD",
                       help="older version (default: the one before NEW)")
-    diff.add_argument("new", type=_positive_int, nargs="?", metavar="NEW", help="newer version (default: the latest)")
+    diff.add_argument("new", type=positive_int, nargs="?", metavar="NEW", help="newer version (default: the latest)")
     diff.set_defaults(handler=run_policy_diff)
 
     rollback = actions.add_parser("rollback", help="publish an earlier version again, as a new version")
     rollback.add_argument("policy_id", metavar="POLICY")
-    rollback.add_argument("--to", type=_positive_int, required=True, dest="to_version", metavar="VERSION",
+    rollback.add_argument("--to", type=positive_int, required=True, dest="to_version", metavar="VERSION",
                           help="version whose content to restore")
     rollback.add_argument("--author", default=_default_author(), help="who rolls back (default: the login name)")
     rollback.add_argument("--note", default="", help="change note (default: 'rollback to version N')")
@@ -384,7 +377,7 @@ def _add_detect(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
                         help="subsystem of the entity (default: %(default)s)")
     detect.add_argument("--metric", default="machine_temperature",
                         help="metric name, set as the label `metric` (default: %(default)s)")
-    detect.add_argument("--window", type=_positive_int, default=None,
+    detect.add_argument("--window", type=positive_int, default=None,
                         help="sliding window, in points (default: 288, one day of 5-minute readings)")
     detect.add_argument("--threshold", type=_positive_float, default=None,
                         help="robust z-score that starts an episode (default: 4.0)")
@@ -460,6 +453,11 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         help="publish a sustained overheating of machine-temperature-02 that the shipped policy contains "
              "with its full plan (rollback, ticket, throttle)",
     ).set_defaults(handler=run_sample_containment)
+    actions.add_parser(
+        "review",
+        help="publish overheating of machine-temperature-03 and -04 reported with too little confidence to act "
+             "on; each goes to review and stays pending",
+    ).set_defaults(handler=run_sample_review)
 
 
 def run_sample_edge_cases(args: argparse.Namespace) -> int:
@@ -508,9 +506,9 @@ def _add_silence(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     add.add_argument("matchers", nargs="+", metavar="NAME=PATTERN",
                      help="entity, subsystem, anomaly_type, severity, fingerprint or labels.NAME, "
                           "with a shell-style pattern; all must match")
-    add.add_argument("--duration", type=_duration, required=True,
+    add.add_argument("--duration", type=duration_argument, required=True,
                      help="how long the silence lasts, for example 30m or 2h")
-    add.add_argument("--starts-in", type=_duration, default=None, metavar="DURATION",
+    add.add_argument("--starts-in", type=duration_argument, default=None, metavar="DURATION",
                      help="start later instead of now, for example 1h")
     add.add_argument("--reason", required=True, help="why the signals are muted")
     add.add_argument("--author", default=_default_author(), help="who adds the silence (default: the login name)")
@@ -524,15 +522,6 @@ def _add_silence(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     expire.add_argument("silence_id", metavar="SILENCE_ID")
     expire.add_argument("--author", default=_default_author(), help="who ends it (default: the login name)")
     expire.set_defaults(handler=run_silence_expire)
-
-
-def _duration(text: str) -> float:
-    from mitigate.durations import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run_silence_add(args: argparse.Namespace) -> int:
@@ -687,6 +676,30 @@ def run_sample_containment(args: argparse.Namespace) -> int:
     )
     publish_events(settings.bootstrap_servers, settings.topology().anomalies, _codec(settings), [event])
     print(f"sent a sustained high-severity spike on {source.entity}")
+    return 0
+
+
+def run_sample_review(args: argparse.Namespace) -> int:
+    from mitigate.detection import DETECTOR_ID, DETECTOR_VERSION, SeriesSource, fingerprint, publish_events
+    from mitigate.models import AnomalyEvent
+
+    settings = _kafka_settings(args)
+    events = []
+    # One subsystem each, so that each is an incident of its own. Confidence 0.7 is
+    # below the shipped policy's gate of 0.75; firing and never resolved, so the
+    # requests stay pending until someone answers them.
+    for entity, subsystem in (("machine-temperature-03", "industrial/line-3"),
+                              ("machine-temperature-04", "industrial/line-4")):
+        source = SeriesSource(entity=entity, subsystem=subsystem, metric="machine_temperature")
+        events.append(AnomalyEvent(
+            event_id=str(uuid.uuid4()), detector_id=DETECTOR_ID, detector_version=DETECTOR_VERSION,
+            event_time=datetime.now(UTC), entity=entity, subsystem=subsystem, anomaly_type="spike",
+            severity="high", confidence=0.7, score=4.2, status="firing", fingerprint=fingerprint(source, "spike"),
+            labels={"metric": source.metric}, annotations={"summary": "overheating the detector is unsure of"},
+        ))
+    publish_events(settings.bootstrap_servers, settings.topology().anomalies, _codec(settings), events)
+    print("sent two uncertain overheating signals (machine-temperature-03 on industrial/line-3, "
+          "machine-temperature-04 on industrial/line-4)")
     return 0
 
 

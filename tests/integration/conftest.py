@@ -178,7 +178,7 @@ circuit_breaker:
 
 
 def _write_config(folder: Path, module: Any) -> tuple[Path, Path, Path]:
-    """Write the module's POLICIES, ASSETS and AUTOMATION, or the defaults above."""
+    """Write the module's POLICIES, ASSETS and AUTOMATION, or the defaults above (operators: OPERATORS or the shipped file)."""
     policies = folder / "policies"
     policies.mkdir()
     for index, document in enumerate(getattr(module, "POLICIES", TEST_POLICIES).split("---\n")):
@@ -187,6 +187,8 @@ def _write_config(folder: Path, module: Any) -> tuple[Path, Path, Path]:
     assets.write_text(getattr(module, "ASSETS", TEST_ASSETS))
     automation = folder / "automation.yaml"
     automation.write_text(getattr(module, "AUTOMATION", TEST_AUTOMATION))
+    operators = folder / "operators.yaml"
+    operators.write_text(getattr(module, "OPERATORS", (ROOT / "config" / "operators.yaml").read_text()))
     return policies, assets, automation
 
 
@@ -229,6 +231,7 @@ def deployment(
         "MITIGATE_READY_FILE": str(folder / "worker.ready"),
         "MITIGATE_DETECTORS_FILE": str(ROOT / "config" / "detectors.yaml"),
         "MITIGATE_AUTOMATION_FILE": str(automation),
+        "MITIGATE_OPERATORS_FILE": str(folder / "operators.yaml"),
     }
     topology = Topology(prefix=prefix)
     ensure_topics(kafka_bootstrap, topology)
