@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install kafka-start kafka-stop typecheck clean
+.PHONY: run stop test install kafka-start kafka-stop typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(STAMP)
 ## Start a local broker, run the sample through the pipeline, print the decisions and a summary, stop.
 run: $(STAMP)
 	BIN=$(BIN) scripts/run-sample.sh
+
+## Stop what `KEEP_RUNNING=1 make run` left running: executors, worker and broker.
+stop:
+	BIN=$(BIN) scripts/run-sample.sh stop
 
 ## Run the test suite; the tests start their own broker unless MITIGATE_TEST_BOOTSTRAP_SERVERS is set.
 test: $(STAMP)

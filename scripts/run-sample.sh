@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The main job on its embedded default: a local broker, the shipped policies
 # and assets, the demo-target and ticket executors, and the shipped sample
-# series fed through the reference detector. Prints each decision and each
-# plan's progress as they happen and a summary, then stops what it started.
+# series fed through the reference detector. Answers a review request with
+# `mitigate review`, prints each decision and each plan's progress as they
+# happen and a summary, then stops what it started.
+#
+# KEEP_RUNNING=1 leaves the broker, the worker and the executors running
+# afterwards, with one review request still pending, to try the tools by hand;
+# `scripts/run-sample.sh stop` (or `make stop`) stops them.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,6 +27,7 @@ export MITIGATE_MAX_EVENT_AGE_S=7776000
 series=data/nab/machine_temperature_system_failure.csv
 worker_pid=""
 executor_pids=()
+pid_file="$run_dir/pids"
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -76,6 +82,34 @@ PY
   return 1
 }
 
+if [[ "${1:-}" == "stop" ]]; then
+  if [[ -f "$pid_file" ]]; then
+    step "stopping the executors and the worker"
+    while read -r pid; do stop_process "$pid"; done <"$pid_file"
+    rm -f "$pid_file"
+  fi
+  step "stopping the broker"
+  scripts/kafka.sh stop
+  exit 0
+fi
+
+wait_for_review() {
+  # Print the id of the pending review request of a subsystem once the worker has raised it.
+  local subsystem=$1
+  for _ in $(seq 1 60); do
+    local id
+    id=$("$bin/mitigate" review list --subsystem "$subsystem" --json | "$bin/python" -c \
+      'import json, sys; requests = json.load(sys.stdin); print(requests[0]["review_id"] if requests else "")')
+    if [[ -n "$id" ]]; then
+      echo "$id"
+      return 0
+    fi
+    sleep 1
+  done
+  echo "run-sample: no review request for $subsystem within 60 s; see $run_dir/worker.log" >&2
+  return 1
+}
+
 # Start from empty topics so that the summary counts this run only.
 step "starting a fresh local Kafka broker on 127.0.0.1:$KAFKA_PORT"
 scripts/kafka.sh reset >/dev/null
@@ -111,6 +145,27 @@ step "running the reference detector over $series"
 "$bin/mitigate" detect --allow-unordered --event-time rebase "$series"
 "$bin/mitigate" sample edge-cases
 "$bin/mitigate" sample containment
+"$bin/mitigate" sample review
+
+step "answering a review request as operator alice"
+review_id=$(wait_for_review industrial/line-3)
+wait_for_review industrial/line-4 >/dev/null
+"$bin/mitigate" review list
+echo
+"$bin/mitigate" review show "$review_id"
+echo
+"$bin/mitigate" review approve "$review_id" --operator alice --reason "sample run: the overheating is real"
 
 step "decisions as the worker makes them, and the progress of each plan"
 "$bin/mitigate" report --timeout 180 --wait-for-plans
+
+if [[ "${KEEP_RUNNING:-}" == "1" ]]; then
+  printf '%s\n' "${executor_pids[@]}" "$worker_pid" >"$pid_file"
+  trap - EXIT
+  step "left running: broker on 127.0.0.1:$KAFKA_PORT, the worker and the executors (logs in $run_dir)"
+  echo "the request for machine-temperature-04 is still pending; try:"
+  echo "  $bin/mitigate review list"
+  echo "  $bin/mitigate review show ID"
+  echo "  $bin/mitigate review approve ID --operator bob"
+  echo "stop everything with: make stop"
+fi
