@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(commands)
     _add_silence(commands)
     _add_simulate(commands)
+    _add_evaluate(commands)
     add_executor_parser(commands)
     add_review_parser(commands)
 
@@ -700,6 +701,56 @@ def run_sample_review(args: argparse.Namespace) -> int:
     publish_events(settings.bootstrap_servers, settings.topology().anomalies, _codec(settings), events)
     print("sent two uncertain overheating signals (machine-temperature-03 on industrial/line-3, "
           "machine-temperature-04 on industrial/line-4)")
+    return 0
+
+
+# evaluate
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="compare a detector's anomalies with labelled anomaly windows: precision, recall, detection delay",
+    )
+    evaluate.add_argument("--labels", type=Path, required=True, metavar="FILE",
+                          help="labelled windows in the Numenta Anomaly Benchmark's format, for example "
+                               "data/nab/machine_temperature_system_failure.windows.json")
+    evaluate.add_argument("--series", default=None, metavar="NAME",
+                          help="series of the labels file to use (needed when it holds more than one)")
+    evaluate.add_argument("--events", type=Path, default=None, metavar="FILE",
+                          help="JSON Lines file of AnomalyEvent records (mitigate detect --write); "
+                               "default: the anomalies topic")
+    evaluate.add_argument("--entity", default=None, help="only events of this entity")
+    evaluate.add_argument("--timezone", type=_time_zone, default=ZoneInfo("UTC"),
+                          help="time zone of naive timestamps in the labels and events (default UTC)")
+    evaluate.add_argument("--json", action="store_true", help="print the figures as JSON")
+    evaluate.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from mitigate.evaluation import evaluate, format_report, load_windows
+    from mitigate.simulation import read_events
+
+    windows = load_windows(args.labels, args.series, args.timezone)
+    if args.events is not None:
+        source = str(args.events)
+        events = [event for _, event in read_events(args.events)]
+    else:
+        settings = _kafka_settings(args)
+        source = f"topic {settings.topology().anomalies}"
+        events = [event for _, event in _topic_events(args)]
+    if args.entity is not None:
+        events = [event for event in events if event.entity == args.entity]
+        source += f", entity {args.entity}"
+    if not events:
+        raise MitigateError(f"no anomaly events in {source}; nothing to evaluate")
+    result = evaluate(events, windows, args.timezone)
+    if args.json:
+        print(json.dumps({"source": source, **result.as_json()}, indent=2))
+    else:
+        print(format_report(result, source))
     return 0
 
 
