@@ -128,10 +128,10 @@ def load_windows(path: Path, series: str | None, timezone: tzinfo) -> list[Windo
     if series is None:
         if len(data) > 1:
             names = ", ".join(sorted(data)[:5])
-            raise EvaluationError(f"{path}: holds {len(data)} series ({names}, ...); choose one with --series")
+            raise EvaluationError(f"{path}: contains {len(data)} series ({names}, ...); choose one with --series")
         series = next(iter(data))
     if series not in data:
-        raise EvaluationError(f"{path}: no series {series!r}; it holds: {', '.join(sorted(data)[:10])}")
+        raise EvaluationError(f"{path}: no series {series!r}; it contains: {', '.join(sorted(data)[:10])}")
     windows = []
     for index, item in enumerate(data[series]):
         if not (isinstance(item, list) and len(item) == 2 and all(isinstance(part, str) for part in item)):

@@ -79,7 +79,7 @@ def test_shipped_labels() -> None:
 
 @pytest.mark.parametrize(("content", "message"), [
     ("[1, 2]", "expected an object that maps a series name"),
-    ('{"a": [], "b": []}', "holds 2 series (a, b, ...); choose one with --series"),
+    ('{"a": [], "b": []}', "contains 2 series (a, b, ...); choose one with --series"),
     ('{"a": [["2014-01-01", "x"]]}', "a[0]: invalid timestamp 'x'"),
     ('{"a": [["2014-01-02", "2014-01-01"]]}', "a[0]: the window ends before it starts"),
     ('{"a": [["2014-01-02"]]}', "a[0]: expected [start, end] as two timestamps"),
@@ -97,7 +97,7 @@ def test_unknown_series(tmp_path: Path) -> None:
     path = tmp_path / "labels.json"
     path.write_text('{"a": []}')
 
-    with pytest.raises(EvaluationError, match="no series 'b'; it holds: a"):
+    with pytest.raises(EvaluationError, match="no series 'b'; it contains: a"):
         load_windows(path, "b", UTC)
 
 
