@@ -79,8 +79,8 @@ class OperatorDirectory(Strict):
         executors = list(executors)
         entry = self.operators.get(operator)
         if entry is None:
-            return (f"operator {operator!r} is not listed in the operators file, so it has no rights; "
-                    "ask an administrator to add it")
+            return (f"operator {operator!r} is not listed in the operators file, so it has no rights; answer "
+                    "under your listed name (--operator NAME or MITIGATE_OPERATOR), or ask an administrator to add it")
         gaps = {role: self.roles[role].missing(kind, severity, subsystem, executors) for role in entry.roles}
         if any(not lacking for lacking in gaps.values()):
             return None
@@ -114,7 +114,9 @@ def load_operators(path: Path) -> OperatorDirectory:
     try:
         return OperatorDirectory.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        # A misspelt key shows as an unknown field and as a missing one; the unknown one names the typo.
+        first = next((error for error in errors if error["type"] == "extra_forbidden"), errors[0])
         field = ".".join(str(part) for part in first["loc"] if part != "[key]") or "(document)"
         if first["type"] == "value_error":
             message = str(first["ctx"]["error"])
@@ -122,6 +124,8 @@ def load_operators(path: Path) -> OperatorDirectory:
                 field, _, message = message.partition(": ")
         elif first["type"] == "extra_forbidden":
             message = "unknown field; roles take verdicts, severities, subsystems and executors, operators take name and roles"
+        elif first["type"] == "missing":
+            message = "required field is missing"
         elif first["type"] == "too_short":
             message = "the list is empty; name at least one entry"
         elif first["type"] == "string_pattern_mismatch":

@@ -25,6 +25,7 @@ the state in the plan table, keyed by incident id, and sends the effects.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -67,6 +68,7 @@ class ReviewState(BaseModel):
     request: ReviewRequest
     partition: int
     verdict_ids: list[str] = Field(default_factory=list)  # verdicts already handled, to ignore one sent again
+    modifications: list[str] = Field(default_factory=list)  # each accepted modify: who changed what
 
 
 class WaitingVerdict(BaseModel):
@@ -136,12 +138,35 @@ def apply_changes(steps: list[PlanStepSpec], drop_steps: list[str],
                                       f"{', '.join(sorted(values)) or 'none'}")
                 del values[name]
             else:
+                _check_value_kind(step.step_id, name, step.parameters.get(name), value)
                 values[name] = value
         changed.append(step.model_copy(update={"parameters": values}))
     if changed == steps:
         raise ChangeError("the changes leave the plan as it is; approve it instead")
     _check_plan_format(changed)
     return changed
+
+
+VALUE_KINDS = (
+    ("an integer", re.compile(r"^[+-]?\d+$")),
+    ("a number", re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")),
+    ("true or false", re.compile(r"^(true|false)$")),
+)
+
+
+def _check_value_kind(step_id: str, name: str, old: str | None, new: str) -> None:
+    """Keep a parameter's kind: the executor reads an integer parameter as an integer, so a word there is a typo.
+
+    Only the kind of the policy's own value is known here; the executor checks the value itself when the step runs.
+    """
+    if old is None:
+        return
+    for kind, pattern in VALUE_KINDS:
+        if pattern.match(old):
+            if not pattern.match(new):
+                raise ChangeError(f"invalid value {new!r} for {step_id}.{name}: the policy sets it to {old!r}, "
+                                  f"so it must be {kind}")
+            return
 
 
 def _check_plan_format(steps: list[PlanStepSpec]) -> None:
@@ -286,12 +311,18 @@ class ReviewDesk:
                 state, verdict, now, f"review {request.review_id} expired at {request.deadline.isoformat()}, "
                 "before this verdict arrived; it takes no more verdicts"))
             return effects
-        if verdict.revision != request.revision:
+        if verdict.revision > request.revision:
+            return self._rejected(
+                state, verdict, now,
+                f"revision {verdict.revision} does not exist; the request is at revision {request.revision}; "
+                "the request stays pending")
+        if verdict.revision < request.revision:
             return self._rejected(
                 state, verdict, now,
                 f"the verdict answers revision {verdict.revision}, but the request is at revision "
-                f"{request.revision} ({request.status_reason or 'changed'}); read it again with "
-                f"`mitigate review show {request.review_id}` and answer the current revision; the request stays pending")
+                f"{request.revision} since {state.modifications[-1] if state.modifications else 'a change'}; "
+                f"read it again with `mitigate review show {request.review_id}` and answer the current revision; "
+                "the request stays pending")
 
         steps = list(request.steps)
         if verdict.kind == "modify":
@@ -308,8 +339,6 @@ class ReviewDesk:
         problem = self.operators.check(verdict.operator, verdict.kind, request.severity, request.subsystem,
                                        {step.executor for step in steps})
         if problem is not None:
-            logger.warning("verdict rejected review=%s verdict=%s operator=%s: %s",
-                           request.review_id, verdict.verdict_id, verdict.operator, problem)
             return self._rejected(state, verdict, now, f"{problem}; the request stays pending")
 
         if verdict.kind == "veto":
@@ -327,6 +356,7 @@ class ReviewDesk:
         approval = Approval(operator=verdict.operator, approved_at=now, verdict_id=verdict.verdict_id)
         if verdict.kind == "modify":
             changes = describe_changes(verdict)
+            state.modifications.append(f"the modify by {verdict.operator} ({changes})")
             request = request.model_copy(update={
                 "revision": request.revision + 1,
                 "steps": steps,
@@ -356,7 +386,8 @@ class ReviewDesk:
             return effects
 
         book.veto = None  # an operator's approval of a later request lifts an earlier veto
-        status: ReviewStatus = "modified" if verdict.kind == "modify" else "approved"
+        # A plan changed by a modify stays "modified" whoever's approval completes the quorum.
+        status: ReviewStatus = "modified" if state.modifications else "approved"
         by = ", ".join(approvers)
         if not steps:
             reason = (f"approved by {by}{note}; the request has no plan (no policy covers the signal), so nothing runs; "
@@ -369,12 +400,12 @@ class ReviewDesk:
             kind="start", incident_id=self._incident(request), plan_id=plan_id, trace_id=request.trace_id,
             issued_at=now, reason=f"{status} by {by}", policy_id=request.policy_id,
             policy_version=request.policy_version, steps=steps, decision=request.decision,
-            signal_score=request.score,
+            signal_score=request.score, origin="review", first_seen=request.first_seen or request.created_at,
         )
         plan, started = self.orchestrator.start(control, state.partition, now)
         book.plans[plan_id] = plan
         first = ", ".join(f"{command.executor}/{command.action}" for command in started.commands)
-        changes = f" with changes ({describe_changes(verdict)})" if verdict.kind == "modify" else ""
+        changes = f" as changed by {'; '.join(state.modifications)}" if state.modifications else ""
         reason = (f"{status} by {by} (quorum {request.quorum}){note}; plan {plan_id} of {len(steps)} "
                   f"step{'s' if len(steps) != 1 else ''} started{changes}, first: {first or 'none'}")
         effects = self._finish(state, status, now, "auto", f"review-{status}", reason, verdict=verdict,
@@ -455,7 +486,7 @@ class ReviewDesk:
             steps=[PlanStepSpec(step_id="escalate", executor=escalation.executor, action=escalation.action,
                                 target=request.entity, parameters=parameters,
                                 timeout_ms=int(escalation.timeout * 1000))],
-            decision=request.decision, signal_score=request.score,
+            decision=request.decision, signal_score=request.score, origin="escalation",
         )
         plan, started = self.orchestrator.start(control, state.partition, now)
         book.plans[plan_id] = plan

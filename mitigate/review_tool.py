@@ -92,8 +92,8 @@ def find(states: dict[str, ReviewRequest], identifier: str) -> ReviewRequest:
     if by_incident:
         return max(by_incident, key=lambda state: state.created_at)
     if len(identifier) < MIN_PREFIX:
-        raise ReviewToolError(f"no review request {identifier!r}; give the full id or at least {MIN_PREFIX} "
-                              "characters of it (`mitigate review list` shows them)")
+        raise ReviewToolError(f"{identifier!r} is too short to find a review request; give the full id or at least "
+                              f"{MIN_PREFIX} characters of it (`mitigate review list` shows the first 8)")
     matches = sorted(review_id for review_id in states if review_id.startswith(identifier))
     if not matches:
         raise ReviewToolError(f"no review request {identifier!r}; `mitigate review list --status all` lists them")
@@ -254,10 +254,11 @@ def describe(request: ReviewRequest, now: datetime) -> str:
     if request.predicted_impact:
         lines += ["", "Impact"] + [f"  - {line}" for line in request.predicted_impact]
     if request.status == "pending":
-        short = _short(request.review_id) if len(request.review_id) > 8 else request.review_id
-        lines += ["", "Answer    mitigate review approve " + short,
-                  f"          mitigate review modify {short} --drop STEP --set STEP.NAME=VALUE",
-                  f"          mitigate review veto {short} --reason TEXT"]
+        short = _short(request.review_id)
+        lines += ["", "Answer    mitigate review approve " + short]
+        if request.steps:
+            lines.append(f"          mitigate review modify {short} --drop STEP --set STEP.NAME=VALUE")
+        lines.append(f"          mitigate review veto {short} --reason TEXT")
     return "\n".join(lines)
 
 
@@ -488,10 +489,23 @@ def run_list(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     if args.json:
         out.write(json.dumps([as_json(request, now) for request in chosen], indent=2) + "\n")
     elif not chosen:
-        out.write("no review requests" + (f" with status {', '.join(args.status)}" if args.status else "") + "\n")
+        out.write(f"no review requests match ({describe_filters(args)})\n")
     else:
         out.write(table(chosen, now) + "\n")
     return 0
+
+
+def describe_filters(args: argparse.Namespace) -> str:
+    parts = [f"status {', '.join(args.status)}" if args.status else "any status"]
+    if args.subsystem:
+        parts.append(f"subsystem {args.subsystem}")
+    if args.severity:
+        parts.append(f"severity {', '.join(args.severity)}")
+    if args.min_age is not None:
+        parts.append(f"at least {format_duration(args.min_age)} old")
+    if args.max_age is not None:
+        parts.append(f"at most {format_duration(args.max_age)} old")
+    return ", ".join(parts)
 
 
 def run_show(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -505,6 +519,8 @@ def run_show(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 def run_verdict(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     from mitigate.cli import _default_author
 
+    if args.operator is not None and not args.operator.strip():
+        args.usage_error("argument --operator: the operator name is empty")
     operator = args.operator or os.environ.get("MITIGATE_OPERATOR") or _default_author()
     if args.kind == "veto" and not args.reason.strip():
         args.usage_error("argument --reason: a veto needs a reason")

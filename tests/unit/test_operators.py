@@ -44,7 +44,8 @@ def test_allowed(operator: str, kind: str, severity: str, executors: list[str]) 
      "operator dave may not approve this request: role observer lacks verdict approve (allows veto); "
      "operators who may: alice, bob, carol"),
     ("zoe", "veto", "low", [],
-     "operator 'zoe' is not listed in the operators file, so it has no rights; ask an administrator to add it"),
+     "operator 'zoe' is not listed in the operators file, so it has no rights; answer under your listed name "
+     "(--operator NAME or MITIGATE_OPERATOR), or ask an administrator to add it"),
 ])
 def test_refused(operator: str, kind: str, severity: str, executors: list[str], message: str) -> None:
     assert SHIPPED.check(operator, kind, severity, "industrial/cooling", executors) == message  # type: ignore[arg-type]
@@ -83,6 +84,8 @@ def test_empty_file_has_no_operators(tmp_path: Path) -> None:
     ("roles:\n  r: {verdicts: [approve]}\noperators:\n  'bad name': {roles: [r]}\n",
      "operators.bad name: invalid name 'bad name'; use letters, digits"),
     ("roles:\n  r: {verdicts: []}\n", "roles.r.verdicts: the list is empty; name at least one entry"),
+    ("roles:\n  r: {verdict: [approve]}\n", "roles.r.verdict: unknown field"),
+    ("roles:\n  r: {severities: [low]}\n", "roles.r.verdicts: required field is missing"),
     ("- alice\n", "expected a mapping with roles and operators, got list"),
     ("roles: [\n", "invalid YAML"),
 ])

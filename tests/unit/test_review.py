@@ -226,7 +226,7 @@ def test_modify_record() -> None:
     record = desk.answer("modify", "bob", drop_steps=["verify"]).records[0]
 
     assert (record.outcome, record.reason_code) == ("auto", "review-modified")
-    assert "with changes (dropped verify)" in record.reason
+    assert "as changed by the modify by bob (dropped verify)" in record.reason
 
 
 def test_modify_bumps_revision() -> None:
@@ -246,13 +246,45 @@ def test_modify_under_quorum_resets_approvals() -> None:
     assert [approval.operator for approval in desk.current.approvals] == ["carol"]
 
 
+def test_quorum_after_modify_stays_modified() -> None:
+    desk = Desk(quorum=2)
+    desk.answer("modify", "carol", drop_steps=["verify"])
+    record = desk.answer("approve", "bob", 20).records[0]
+
+    assert (record.reason_code, desk.current.status) == ("review-modified", "modified")
+    assert "as changed by the modify by carol (dropped verify)" in record.reason
+
+
+def test_revision_from_future_rejected() -> None:
+    desk = Desk()
+    record = only_record(desk.answer("approve", "bob", revision=2))
+
+    assert "revision 2 does not exist; the request is at revision 1" in record.reason
+
+
+@pytest.mark.parametrize(("old", "new"), [("50", "abc"), ("50", "1.5"), ("0.5", "half"), ("true", "yes")])
+def test_modify_keeps_value_kind(old: str, new: str) -> None:
+    steps = [step.model_copy(update={"parameters": {"limit": old}}) if step.step_id == "open-ticket" else step
+             for step in request().steps]
+
+    with pytest.raises(ChangeError, match=f"invalid value '{new}' for open-ticket.limit: the policy sets it to"):
+        apply_changes(steps, [], {"open-ticket": {"limit": new}})
+
+
+def test_modify_new_parameter_any_text() -> None:
+    steps = apply_changes(list(request().steps), [], {"open-ticket": {"priority": "high"}})
+
+    assert steps[1].parameters == {"queue": "plant-operations", "priority": "high"}
+
+
 def test_approval_of_old_revision_rejected() -> None:
     desk = Desk(quorum=2)
     desk.answer("modify", "carol", drop_steps=["verify"])
     record = only_record(desk.answer("approve", "bob", 20, revision=1))
 
     assert record.reason_code == "verdict-rejected"
-    assert "answers revision 1, but the request is at revision 2" in record.reason
+    assert "answers revision 1, but the request is at revision 2 since the modify by carol (dropped verify)" \
+        in record.reason
 
 
 def test_modify_rejected_leaves_request() -> None:
