@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import faust
 import orjson
@@ -19,11 +20,14 @@ from mitigate.codec import AvroCodec, create_registry_client
 from mitigate.correlation import IncidentEngine
 from mitigate.decision import Decider
 from mitigate.intake import DetectorCatalog, Intake
+from mitigate.models import MetricsWindow
 from mitigate.operators import load_operators
 from mitigate.orchestration import Orchestrator
 from mitigate.pipeline import DecisionStage, Pipeline
 from mitigate.redelivery import SentLog
 from mitigate.review import ReviewDesk
+from mitigate.telemetry import Telemetry, default_worker_name
+from mitigate.web import add_pages
 from mitigate.schemas import SchemaRepository
 from mitigate.settings import WorkerSettings
 from mitigate.topology import DEAD_LETTER_MAX_BYTES
@@ -67,7 +71,15 @@ def create_worker(settings: WorkerSettings) -> Worker:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=DEAD_LETTER_MAX_BYTES + 64 * 1024,
-        web_enabled=False,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        # Faust's own pages (tables, router, graph, statistics) stay off; the worker serves its own.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
         autodiscover=False,
         # A worker killed without leaving its group keeps its partitions until the
         # session times out. 15 s (Faust's default is 60 s) lets a restarted worker
@@ -77,6 +89,9 @@ def create_worker(settings: WorkerSettings) -> Worker:
         broker_heartbeat_interval=3.0,
     )
     sender = Sender(app)
+    telemetry = Telemetry(automation.metrics, f"{settings.app_id}@{default_worker_name()}")
+    add_pages(app, telemetry)
+    _publish_windows(app, sender, codec, telemetry, topology.metrics)
 
     policies = PolicyTable(app, _source(app, topology.policies, 1), 1, codec)
     assets = AssetTable(app, _source(app, topology.assets, partitions), partitions, codec)
@@ -89,7 +104,7 @@ def create_worker(settings: WorkerSettings) -> Worker:
         max_event_age=timedelta(seconds=settings.max_event_age_s),
     )
     pipeline = Pipeline(topology=topology, codec=codec, intake=intake, assets=assets.lookup)
-    anomalies = AnomalyAgent(app, _source(app, topology.anomalies, partitions), pipeline, sender)
+    anomalies = AnomalyAgent(app, _source(app, topology.anomalies, partitions), pipeline, sender, telemetry)
 
     engine = IncidentEngine(
         settings=automation,
@@ -106,18 +121,40 @@ def create_worker(settings: WorkerSettings) -> Worker:
                           sent=SentLog(state_table(app, "sent-table", partitions)))
     breaker_store = shared_table(app, "breaker-table", partitions)
     signals = SignalAgent(app, _source(app, topology.signals, partitions), stage, sender,
-                          automation.circuit_breaker, breaker_store)
+                          automation.circuit_breaker, breaker_store, telemetry)
     ResultAgent(app, _source(app, topology.action_results, partitions), codec,
-                automation.circuit_breaker, breaker_store)
+                automation.circuit_breaker, breaker_store, telemetry)
     orchestrator = Orchestrator(automation.orchestration, codec)
-    desk = ReviewDesk(automation.reviews, load_operators(settings.operators_file), orchestrator, codec)
+    operators = load_operators(settings.operators_file)
+    if not operators.operators:
+        logger.warning("the operators file %s lists no operators, so every review verdict will be rejected",
+                       settings.operators_file)
+    desk = ReviewDesk(automation.reviews, operators, orchestrator, codec)
     PlanAgent(app, topology, orchestrator, desk, codec, sender, state_table(app, "plan-table", partitions),
-              partitions)
+              partitions, telemetry)
 
     worker = Worker(app, pipeline, stage, policies, assets, silences, anomalies, signals)
     if settings.ready_file is not None:
         _report_readiness(worker, settings.ready_file)
     return worker
+
+
+def _publish_windows(app: faust.App, sender: Sender, codec: AvroCodec, telemetry: Telemetry, topic: str) -> None:
+    """Publish each ended window to the metrics topic, and the unfinished one when the worker stops."""
+
+    async def send(windows: list[MetricsWindow]) -> None:
+        for window in windows:
+            await sender.topic(topic).send(key=window.worker.encode(),
+                                           value=codec.encode("MetricsWindow", window.to_avro()))
+
+    @app.timer(1.0, name="metrics-windows")  # type: ignore[untyped-decorator]
+    async def publish_ended() -> None:
+        await send(telemetry.ended_windows(datetime.now(UTC)))
+
+    async def publish_all(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await send(telemetry.flush(datetime.now(UTC)))
+
+    app.on_before_shutdown.connect(publish_all)
 
 
 def _source(app: faust.App, name: str, partitions: int) -> faust.TopicT:

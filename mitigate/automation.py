@@ -106,10 +106,36 @@ class Reviews(Strict):
     verdict_wait: Duration = 60.0
 
 
+class Costs(Strict):
+    """Prices for cost per incident, in one unit of your choice (operator minutes, currency)."""
+
+    unit: str = "cost units"
+    review: float = Field(0.0, ge=0.0)  # per review request
+    executors: dict[str, float] = Field(default_factory=dict)  # per command, by executor; missing ones cost 0
+
+    @field_validator("executors")
+    @classmethod
+    def _known_executors(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, price in value.items():
+            if name not in EXECUTORS:
+                raise ValueError(f"unknown executor {name!r}; use one of: {', '.join(EXECUTORS)}")
+            if price < 0:
+                raise ValueError(f"cost of {name} is negative ({price}); use 0 or more")
+        return value
+
+
+class MetricsSettings(Strict):
+    """The metrics stage: window length and costs."""
+
+    window: Duration = 60.0  # tumbling windows published to the metrics topic
+    costs: Costs = Field(default_factory=lambda: Costs())
+
+
 class AutomationSettings(Strict):
     correlation: Correlation = Field(default_factory=lambda: Correlation())
     orchestration: Orchestration = Field(default_factory=lambda: Orchestration())
     reviews: Reviews = Field(default_factory=lambda: Reviews())
+    metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings())
     budgets: Budgets = Field(default_factory=lambda: Budgets())
     circuit_breaker: CircuitBreaker = Field(default_factory=lambda: CircuitBreaker())
 

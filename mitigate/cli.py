@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--wait-for-plans", action="store_true",
                         help="also wait until every plan started has completed, failed or been cancelled "
                              "(needs running executors)")
+    report.add_argument("--check-metrics", action="store_true",
+                        help="also wait until the windows on the metrics topic add up to the counts of the other "
+                             "topics, and check them (windows are published when they end)")
     report.set_defaults(handler=run_report)
     return parser
 
@@ -762,7 +765,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     settings = _kafka_settings(args)
     ok = follow(settings.bootstrap_servers, settings.topology(), _codec(settings), sys.stdout, timeout_s=args.timeout,
-                quiet=args.quiet, wait_for_plans=args.wait_for_plans)
+                quiet=args.quiet, wait_for_plans=args.wait_for_plans, check_metrics=args.check_metrics)
     return 0 if ok else EXIT_ERROR
 
 

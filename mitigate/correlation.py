@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -191,6 +191,8 @@ class IncidentEngine:
         decision = self._decide(signal, incident, fingerprint, trigger, was_firing, breaker)
         _save(self.fingerprints, fingerprint_key, fingerprint)
         _save(self.incidents, incident.incident_id, incident)
+        if trigger == "new incident":
+            decision = replace(decision, opened_incident=True)
         return decision
 
     def _open_incident(self, incident_id: str) -> Incident | None:

@@ -48,6 +48,7 @@ class Decision:
     commands: tuple[ActionCommand, ...] = ()  # the first commands of the plan, which the orchestrator sends
     review: ReviewRequest | None = None
     plan: PlanControl | None = None  # start or cancel of the incident's plan
+    opened_incident: bool = False  # the signal opened a new incident
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,12 +199,13 @@ def step_specs(policy: ActivePolicy, signal: AnomalyEvent) -> list[PlanStepSpec]
 
 
 def plan_control(
-    policy: ActivePolicy, signal: Signal, decision_id: str, incident_id: str, now: datetime
+    policy: ActivePolicy, signal: Signal, decision_id: str, incident_id: str, now: datetime,
+    first_seen: datetime | None = None,
 ) -> PlanControl:
     return PlanControl(
         kind="start", incident_id=incident_id, plan_id=decision_id, trace_id=signal.trace_id, issued_at=now,
         policy_id=policy.policy_id, policy_version=policy.version, steps=step_specs(policy, signal.event),
-        signal_score=signal.event.score,
+        signal_score=signal.event.score, first_seen=first_seen or signal.event.event_time,
     )
 
 
@@ -333,7 +335,8 @@ class Decider:
             reason += f"; after their dependencies: {', '.join(waiting)}"
         record = build("auto", "policy-matched", reason, policy, gates + limit_gates,
                        command_ids=[command.command_id for command in commands], plan_id=decision_id)
-        plan = plan_control(policy, signal, decision_id, incident.incident_id if incident else event.event_id, now)
+        plan = plan_control(policy, signal, decision_id, incident.incident_id if incident else event.event_id, now,
+                            incident.first_seen if incident else None)
         return Decision(record, tuple(commands), plan=plan)
 
     @staticmethod

@@ -390,6 +390,50 @@ class PlanControl(AvroModel):
     steps: list[PlanStepSpec] = Field(default_factory=list)
     decision: bytes | None = None
     signal_score: float = 0.0
+    origin: Literal["policy", "review", "escalation"] = "policy"
+    first_seen: AwareDatetime | None = None
+
+
+class Percentiles(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    count: int
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+
+class MetricsWindow(AvroModel):
+    schema_name: ClassVar[str] = "MetricsWindow"
+
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    worker: NonEmpty
+    complete: bool = True
+    anomalies_in: int = 0
+    dead_letters: dict[str, int] = Field(default_factory=dict)
+    incidents_opened: int = 0
+    decisions: dict[str, int] = Field(default_factory=dict)
+    decisions_by_policy: dict[str, int] = Field(default_factory=dict)
+    review_requests: int = 0
+    commands: dict[str, int] = Field(default_factory=dict)
+    results: dict[str, int] = Field(default_factory=dict)
+    verdicts: dict[str, int] = Field(default_factory=dict)
+    review_wait_ms: Percentiles | None = None
+    event_to_command_ms: Percentiles | None = None
+    ingest_to_command_ms: Percentiles | None = None
+    time_to_containment_ms: Percentiles | None = None
+    plans_completed_automated: int = 0
+    plans_completed_approved: int = 0
+    mitigated_without_human: float | None = None
+    signals_confirmed: int = 0
+    signals_rejected: int = 0
+    precision: float | None = None
+    cost: float = 0.0
+    incidents_touched: int = 0
+    cost_per_incident: float | None = None
+    cost_unit: str = ""
 
 
 RECORD_MODELS: tuple[type[AvroModel], ...] = (
@@ -405,4 +449,5 @@ RECORD_MODELS: tuple[type[AvroModel], ...] = (
     ActionCommand,
     ReviewRequest,
     ReviewVerdict,
+    MetricsWindow,
 )

@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from mitigate.codec import AvroCodec
 from mitigate.errors import DecodeError, MitigateError
 from mitigate.kafka import client_config
-from mitigate.models import ActionCommand, DeadLetter, DecisionRecord, ReviewRequest
+from mitigate.models import ActionCommand, DeadLetter, DecisionRecord, MetricsWindow, ReviewRequest
 from mitigate.topology import EXECUTORS, Topology
 
 # Watermark queries cost a round trip per partition, so the anomaly count is refreshed at most this often.
@@ -28,6 +28,38 @@ REVIEW_PROGRESS = ("review-", "verdict-", "incident-vetoed")
 REVIEW_PLANS = ("review-approved", "review-modified", "review-expired")
 # Reason codes after which a plan sends no further step (a failed plan may still compensate).
 PLAN_FINAL = ("plan-completed", "plan-failed", "plan-cancelled")
+
+
+@dataclass
+class MetricsSums:
+    """The figures of the metrics topic's windows, added up over all windows and workers."""
+
+    windows: int = 0
+    anomalies_in: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    decisions: Counter[str] = field(default_factory=Counter)
+    commands: Counter[str] = field(default_factory=Counter)
+    review_requests: int = 0
+
+    def add(self, window: MetricsWindow) -> None:
+        self.windows += 1
+        self.anomalies_in += window.anomalies_in
+        self.dead_letters.update(window.dead_letters)
+        self.decisions.update(window.decisions)
+        self.commands.update(window.commands)
+        self.review_requests += window.review_requests
+
+    def differences(self, tally: Tally) -> list[str]:
+        """Name each figure that differs from the count of its topic; empty when all agree."""
+        pairs = [
+            ("anomalies", self.anomalies_in, tally.anomalies),
+            ("dead letters", dict(self.dead_letters), dict(tally.dead_letters)),
+            ("decisions", dict(self.decisions), dict(tally.decisions)),
+            ("commands", dict(self.commands), dict(tally.commands)),
+            ("review requests", self.review_requests, tally.reviews),
+        ]
+        return [f"{name} {ours} in the windows, {theirs} on the topics" for name, ours, theirs in pairs
+                if ours != theirs]
 
 
 @dataclass
@@ -52,6 +84,8 @@ class Tally:
     plans_started: set[str] = field(default_factory=set)
     plans_finished: dict[str, str] = field(default_factory=dict)  # plan id -> final reason code
     wait_for_plans: bool = False
+    check_metrics: bool = False
+    metrics: MetricsSums = field(default_factory=MetricsSums)
     undecodable: int = 0
 
     @property
@@ -60,6 +94,8 @@ class Tally:
 
     def complete(self) -> bool:
         if self.wait_for_plans and not self.plans_started <= self.plans_finished.keys():
+            return False
+        if self.check_metrics and self.metrics.differences(self):
             return False
         return self.anomalies > 0 and self.accounted >= self.anomalies and self.named_command_ids <= self.seen_command_ids
 
@@ -93,6 +129,7 @@ class Follower:
             topology.decisions: self._decision,
             topology.dead_letters: self._dead_letter,
             topology.review_requests: self._review,
+            topology.metrics: self._metrics,
         }
         for executor in EXECUTORS:
             self._handlers[topology.actions(executor)] = self._command
@@ -195,6 +232,14 @@ class Follower:
             self.tally.reviews += 1
         self.tally.review_states[review_id] = str(record["status"])
 
+    def _metrics(self, value: bytes) -> None:
+        record = self._decode(value, "MetricsWindow")
+        if record is None:
+            return
+        window = MetricsWindow.model_validate(record)
+        if not self._repeat(f"metrics|{window.worker}|{window.window_start.isoformat()}"):
+            self.tally.metrics.add(window)
+
     def _command(self, value: bytes) -> None:
         record = self._decode(value, "ActionCommand")
         if record is None:
@@ -255,12 +300,21 @@ def print_summary(tally: Tally, out: TextIO) -> bool:
         f"({expected_reviews} expected, {tally.reviews} requests)",
     ]
 
+    metrics_consistent = True
+    if tally.check_metrics:
+        differences = tally.metrics.differences(tally)
+        metrics_consistent = not differences
+        detail = "; ".join(differences) if differences else (
+            f"{tally.metrics.windows} windows; anomalies, dead letters, decisions, commands and review requests agree")
+        lines.append(f"  check: the metrics windows add up to the topics: {_verdict(metrics_consistent)} ({detail})")
+
     if tally.repeated:
         lines.append(f"  messages sent again after a restart, counted once: {tally.repeated}")
     if tally.undecodable:
         lines.append(f"  undecodable output messages: {tally.undecodable}")
     out.write("\n".join(lines) + "\n")
-    return all_accounted and commands_consistent and reviews_consistent and not tally.undecodable
+    return (all_accounted and commands_consistent and reviews_consistent and metrics_consistent
+            and not tally.undecodable)
 
 
 def _plan_breakdown(tally: Tally) -> str:
@@ -278,7 +332,7 @@ def _verdict(ok: bool) -> str:
 
 def follow(
     bootstrap_servers: str, topology: Topology, codec: AvroCodec, out: TextIO, *, timeout_s: float,
-    quiet: bool = False, wait_for_plans: bool = False,
+    quiet: bool = False, wait_for_plans: bool = False, check_metrics: bool = False,
 ) -> bool:
     """Print decisions as they arrive (unless quiet) until every anomaly is accounted for, then the summary."""
     def emit(line: str) -> None:
@@ -288,6 +342,7 @@ def follow(
 
     follower = Follower(bootstrap_servers, topology, codec, emit)
     follower.tally.wait_for_plans = wait_for_plans
+    follower.tally.check_metrics = check_metrics
     try:
         finished = follower.run(timeout_s=timeout_s)
     except KafkaException as exc:

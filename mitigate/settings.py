@@ -64,3 +64,7 @@ class WorkerSettings(KafkaSettings):
         None, description="File the worker rewrites once a second with its table sizes, once started (MITIGATE_READY_FILE)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="MITIGATE_LOG_LEVEL.")
+    web_host: str = Field(
+        "127.0.0.1", description="Address the worker's web server (metrics, dashboard) listens on (MITIGATE_WEB_HOST)."
+    )
+    web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's web server (MITIGATE_WEB_PORT).")

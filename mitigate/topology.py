@@ -71,6 +71,10 @@ class Topology:
         return self.name("reviews.verdicts")
 
     @property
+    def metrics(self) -> str:
+        return self.name("metrics")
+
+    @property
     def signals(self) -> str:
         return self.name("signals")
 
@@ -128,6 +132,8 @@ class Topology:
                       "Plans to start or cancel, and ticks of the orchestrator's timer."),
             TopicSpec("action-results", self.partitions, "delete", 7 * DAY_MS, "incident id", "ActionResult",
                       "What executors did with each command."),
+            TopicSpec("metrics", 1, "delete", 30 * DAY_MS, "worker", "MetricsWindow",
+                      "Figures of each tumbling window, per worker, for dashboards."),
         ]
         for executor in EXECUTORS:
             specs.append(

@@ -118,6 +118,11 @@ mkdir -p "$run_dir"
 trap stop_all EXIT
 scripts/kafka.sh start
 
+# The sample's worker publishes 5-second metrics windows, so that the summary
+# can check them against the topics without waiting for a one-minute window.
+sed 's/^  window: 1m$/  window: 5s/' config/automation.yaml >"$run_dir/automation.yaml"
+export MITIGATE_AUTOMATION_FILE="$root/$run_dir/automation.yaml"
+
 step "creating topics"
 "$bin/mitigate" topics create
 
@@ -157,15 +162,19 @@ echo
 "$bin/mitigate" review approve "$review_id" --operator alice --reason "sample run: the overheating is real"
 
 step "decisions as the worker makes them, and the progress of each plan"
-"$bin/mitigate" report --timeout 180 --wait-for-plans
+"$bin/mitigate" report --timeout 180 --wait-for-plans --check-metrics
 
 if [[ "${KEEP_RUNNING:-}" == "1" ]]; then
   printf '%s\n' "${executor_pids[@]}" "$worker_pid" >"$pid_file"
   trap - EXIT
   step "left running: broker on 127.0.0.1:$KAFKA_PORT, the worker and the executors (logs in $run_dir)"
   echo "the request for machine-temperature-04 is still pending; try:"
+  echo "  export MITIGATE_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT"
   echo "  $bin/mitigate review list"
   echo "  $bin/mitigate review show ID"
   echo "  $bin/mitigate review approve ID --operator bob"
-  echo "stop everything with: make stop"
+  echo "the worker's dashboard: http://127.0.0.1:${MITIGATE_WEB_PORT:-6066}/dashboard/"
+  stop="make stop"
+  [[ "$KAFKA_PORT" == "9092" ]] || stop="KAFKA_PORT=$KAFKA_PORT make stop"
+  echo "stop everything with: $stop"
 fi

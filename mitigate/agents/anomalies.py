@@ -17,6 +17,7 @@ from mitigate.intake import SourceMessage
 from mitigate.limits import ShardedBreaker
 from mitigate.models import ActionResult
 from mitigate.pipeline import DecisionStage, Pipeline, Processed
+from mitigate.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -64,16 +65,22 @@ class Sender:
 class AnomalyAgent:
     """Runs intake and enrich for each event of the anomalies topic."""
 
-    def __init__(self, app: faust.App, source: faust.TopicT, pipeline: Pipeline, sender: Sender) -> None:
+    def __init__(self, app: faust.App, source: faust.TopicT, pipeline: Pipeline, sender: Sender,
+                 telemetry: Telemetry) -> None:
         self.pipeline = pipeline
         self.sender = sender
+        self.telemetry = telemetry
         self.processed = 0
         app.agent(source, name="anomalies")(self._run)
 
     async def _run(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            await self.sender.send(self.pipeline.process(source_message(event.message)))
+            processed = self.pipeline.process(source_message(event.message))
+            await self.sender.send(processed)
             self.processed += 1
+            self.telemetry.anomaly_in()
+            if processed.rejection is not None:
+                self.telemetry.dead_letter(processed.rejection.reason_code)
 
 
 class SignalAgent:
@@ -81,10 +88,11 @@ class SignalAgent:
 
     def __init__(
         self, app: faust.App, source: faust.TopicT, stage: DecisionStage, sender: Sender,
-        breaker_settings: CircuitBreaker, breaker_store: Any,
+        breaker_settings: CircuitBreaker, breaker_store: Any, telemetry: Telemetry,
     ) -> None:
         self.stage = stage
         self.sender = sender
+        self.telemetry = telemetry
         self.breaker_settings = breaker_settings
         self.breaker_store = breaker_store
         self.decided = 0
@@ -97,8 +105,13 @@ class SignalAgent:
             processed = self.stage.process(message, breaker)
             await self.sender.send(processed)
             self.decided += 1
+            if processed.rejection is not None:
+                self.telemetry.dead_letter(processed.rejection.reason_code)
             if processed.decision is not None:
                 record = processed.decision.record
+                self.telemetry.decision(record, processed.decision.opened_incident)
+                if processed.decision.review is not None:
+                    self.telemetry.review_request(processed.decision.review)
                 # Suppressed signals are the bulk of an alert storm; they are in the decisions topic.
                 level = logging.DEBUG if record.outcome == "suppress" else logging.INFO
                 logger.log(
@@ -114,9 +127,10 @@ class ResultAgent:
 
     def __init__(
         self, app: faust.App, source: faust.TopicT, codec: AvroCodec,
-        breaker_settings: CircuitBreaker, breaker_store: Any,
+        breaker_settings: CircuitBreaker, breaker_store: Any, telemetry: Telemetry,
     ) -> None:
         self.codec = codec
+        self.telemetry = telemetry
         self.breaker_settings = breaker_settings
         self.breaker_store = breaker_store
         app.agent(source, name="action-results")(self._run)
@@ -130,6 +144,7 @@ class ResultAgent:
                 logger.error("action result ignored source=%s[%d]@%d: %s",
                              message.topic, message.partition, message.offset, exc)
                 continue
+            self.telemetry.result(result)
             breaker = ShardedBreaker(self.breaker_settings, self.breaker_store, f"results:{message.partition}")
             # Only outcomes of actions that ran count; a skipped or rejected command changed nothing.
             if result.status in ("succeeded", "failed", "timed_out"):

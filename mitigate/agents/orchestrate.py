@@ -16,10 +16,11 @@ from mitigate.agents.reference import TextKeyStore
 from mitigate.codec import AvroCodec
 from mitigate.errors import DecodeError
 from mitigate.limits import epoch_ms
-from mitigate.models import ActionResult, PlanControl, ReviewRequest, ReviewVerdict
+from mitigate.models import ActionResult, DecisionRecord, PlanControl, ReviewRequest, ReviewVerdict
 from mitigate.orchestration import Effects, Orchestrator
 from mitigate.pipeline import Processed, encode_message
 from mitigate.review import IncidentBook, ReviewDesk
+from mitigate.telemetry import Telemetry
 from mitigate.topology import Topology
 
 logger = logging.getLogger(__name__)
@@ -34,9 +35,10 @@ class PlanAgent:
 
     def __init__(
         self, app: faust.App, topology: Topology, orchestrator: Orchestrator, desk: ReviewDesk, codec: AvroCodec,
-        sender: Sender, plans: TextKeyStore, partitions: int,
+        sender: Sender, plans: TextKeyStore, partitions: int, telemetry: Telemetry,
     ) -> None:
         self.app = app
+        self.telemetry = telemetry
         self.topology = topology
         self.orchestrator = orchestrator
         self.desk = desk
@@ -82,6 +84,8 @@ class PlanAgent:
     @staticmethod
     def _log(effects: Effects) -> None:
         for record in effects.records:
+            if record.verdict_id is not None:
+                continue  # _verdict logs the verdict's outcome
             level = logging.WARNING if record.outcome == "review" else logging.INFO
             logger.log(level, "plan %s incident=%s plan=%s trace_id=%s: %s", record.reason_code, record.incident_id,
                        record.plan_id, record.trace_id, record.reason)
@@ -139,6 +143,10 @@ class PlanAgent:
             plan, started = self.orchestrator.start(control, partition, now)
             effects.extend(started)
             book.plans[control.plan_id] = plan
+            if control.decision is not None:
+                lineage = DecisionRecord.model_validate(
+                    self.codec.decode(control.decision, "DecisionRecord").record).lineage
+                self.telemetry.plan_started(control, lineage.event_time, lineage.ingest_time, now)
             logger.info("plan started incident=%s plan=%s steps=%d trace_id=%s",
                         control.incident_id, control.plan_id, len(control.steps), control.trace_id)
         elif control.kind == "cancel":
@@ -151,15 +159,33 @@ class PlanAgent:
             for plan in book.plans.values():
                 effects.extend(self.orchestrator.tick(plan, now))
             effects.extend(self.desk.expire(book, now))
-        self._open_new_reviews(book, effects, partition, now)
-        self._store(control.incident_id, book, now)
+        self._finish(control.incident_id, book, effects, partition, now)
         return effects
 
-    def _open_new_reviews(self, book: IncidentBook, effects: Effects, partition: int, now: datetime) -> None:
-        """Take review requests the orchestrator just raised (a failed plan) into the book."""
+    def _finish(self, incident_id: str, book: IncidentBook, effects: Effects, partition: int, now: datetime,
+                opened: int = 0) -> None:
+        """Take new review requests into the book, store it, and report the effects to telemetry."""
+        opened += self._open_new_reviews(book, effects, partition, now)
+        self._store(incident_id, book, now)
+        for command in effects.commands:
+            self.telemetry.command(command)
+        ended = sum(1 for review in effects.reviews if review.status != "pending")
+        self.telemetry.reviews_pending_change(opened, ended)
+        for record in effects.records:
+            plan = book.plans.get(record.plan_id or "") if record.reason_code == "plan-completed" else None
+            if plan is not None and plan.control.origin != "escalation":
+                changed = any(run.status == "succeeded" for run in plan.runs.values())
+                self.telemetry.plan_completed(plan.control.origin, changed)
+
+    def _open_new_reviews(self, book: IncidentBook, effects: Effects, partition: int, now: datetime) -> int:
+        """Take review requests the orchestrator just raised (a failed plan) into the book; return how many."""
+        opened = 0
         for review in list(effects.reviews):
             if review.review_id not in book.reviews and review.status == "pending":
                 effects.extend(self.desk.open(book, review, partition, now))
+                self.telemetry.review_request(review)
+                opened += 1
+        return opened
 
     def _request(self, value: bytes | None, partition: int, now: datetime) -> Effects | None:
         try:
@@ -176,7 +202,7 @@ class PlanAgent:
                            "verdicts on it cannot be applied", request.review_id)
             return None
         effects = self.desk.open(book, request, partition, now)
-        self._store(incident_id, book, now)
+        self._finish(incident_id, book, effects, partition, now, opened=int(request.review_id in book.reviews))
         return effects
 
     def _verdict(self, value: bytes | None, partition: int, now: datetime) -> Effects | None:
@@ -197,8 +223,11 @@ class PlanAgent:
             if record.verdict_id == verdict.verdict_id:
                 logger.info("verdict %s review=%s operator=%s incident=%s: %s", record.reason_code,
                             verdict.review_id, verdict.operator, verdict.incident_id, record.reason)
-        self._open_new_reviews(book, effects, partition, now)
-        self._store(verdict.incident_id, book, now)
+                ended = next((review for review in effects.reviews if review.review_id == verdict.review_id
+                              and review.status != "pending"), None)
+                self.telemetry.verdict(verdict.kind, record.reason_code != "verdict-rejected", verdict.incident_id,
+                                       ended, now)
+        self._finish(verdict.incident_id, book, effects, partition, now)
         return effects
 
     def _result(self, value: bytes | None, now: datetime) -> Effects | None:
@@ -216,8 +245,11 @@ class PlanAgent:
                            result.incident_id, result.decision_id, result.command_id)
             return None
         effects = self.orchestrator.on_result(plan, result, now)
-        self._open_new_reviews(book, effects, plan.partition, now)
-        self._store(result.incident_id, book, now)
+        if result.status == "succeeded" and plan.contained_ms is None and plan.control.origin != "escalation":
+            plan.contained_ms = epoch_ms(now)
+            if plan.control.first_seen is not None:
+                self.telemetry.contained(result.incident_id, plan.control.first_seen, now)
+        self._finish(result.incident_id, book, effects, plan.partition, now)
         return effects
 
     def _messages(self, effects: Effects) -> Processed:
@@ -245,8 +277,12 @@ class PlanAgent:
             # First tick, or a rebalance moved partitions: read the plans this worker now owns.
             self._active = active
             self._due = {}
+            pending = 0
             for incident_id in list(self.plans):
-                self._note_due(incident_id, self._load(incident_id))
+                book = self._load(incident_id)
+                self._note_due(incident_id, book)
+                pending += sum(1 for state in book.reviews.values() if state.request.status == "pending")
+            self.telemetry.set_pending_reviews(pending)
         now = datetime.now(UTC)
         now_ms = epoch_ms(now)
         topic = self.sender.topic(self.topology.plans)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -192,6 +193,13 @@ def _write_config(folder: Path, module: Any) -> tuple[Path, Path, Path]:
     return policies, assets, automation
 
 
+def free_port() -> int:
+    """Return a TCP port on the loopback interface that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def run_mitigate(*args: str, env: dict[str, str]) -> str:
     result = subprocess.run([sys.executable, "-m", "mitigate.cli", *args], env=env, cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
@@ -232,6 +240,7 @@ def deployment(
         "MITIGATE_DETECTORS_FILE": str(ROOT / "config" / "detectors.yaml"),
         "MITIGATE_AUTOMATION_FILE": str(automation),
         "MITIGATE_OPERATORS_FILE": str(folder / "operators.yaml"),
+        "MITIGATE_WEB_PORT": str(free_port()),
     }
     topology = Topology(prefix=prefix)
     ensure_topics(kafka_bootstrap, topology)

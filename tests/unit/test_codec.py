@@ -23,6 +23,8 @@ from mitigate.models import (
     ActionResult,
     Approval,
     ReviewVerdict,
+    MetricsWindow,
+    Percentiles,
     MaintenanceWindow,
     Signal,
     Silence,
@@ -207,6 +209,18 @@ SAMPLE_RECORDS: list[AvroModel] = [
         # Not valid UTF-8, as an encoded DecisionRecord usually is not.
         decision=b"\xc3\x01\xff\x00\x80",
         signal_score=6.25,
+        origin="review",
+        first_seen=NOW - timedelta(minutes=3),
+    ),
+    MetricsWindow(
+        window_start=NOW, window_end=NOW + timedelta(minutes=1), worker="host-1:4242", complete=False,
+        anomalies_in=12, dead_letters={"undecodable": 1}, incidents_opened=3, decisions={"auto": 2, "review": 9},
+        decisions_by_policy={"machine-temperature-high@1": 11}, review_requests=9, commands={"demo-target": 2},
+        results={"succeeded": 2}, verdicts={"approve-applied": 1},
+        review_wait_ms=Percentiles(count=1, p50=5000.0, p90=5000.0, p99=5000.0, max=5000.0),
+        event_to_command_ms=Percentiles(count=2, p50=12.5, p90=20.0, p99=20.0, max=20.0),
+        plans_completed_automated=1, mitigated_without_human=1.0, signals_confirmed=2, precision=1.0, cost=3.5,
+        incidents_touched=3, cost_per_incident=3.5 / 3, cost_unit="operator minutes",
     ),
 ]
 SAMPLE_IDS = [type(record).__name__ for record in SAMPLE_RECORDS]

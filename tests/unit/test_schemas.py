@@ -25,6 +25,7 @@ EXPECTED_NAMES = [
     "AssetContext",
     "DeadLetter",
     "DecisionRecord",
+    "MetricsWindow",
     "PlanControl",
     "PolicyVersion",
     "ReviewRequest",
