@@ -142,12 +142,14 @@ def run_worker(args: argparse.Namespace) -> int:
     import faust
 
     from mitigate.app import create_worker
+    from mitigate.logs import logging_config
     from mitigate.settings import WorkerSettings
 
     overrides = {"bootstrap_servers": args.bootstrap_servers} if args.bootstrap_servers else {}
     settings = WorkerSettings(**overrides)
     worker = create_worker(settings)
-    faust_worker = faust.Worker(worker.app, loglevel=settings.log_level.upper(), quiet=True)
+    faust_worker = faust.Worker(worker.app, loglevel=settings.log_level.upper(), quiet=True,
+                                logging_config=logging_config(settings.log_format, settings.log_level))
     faust_worker.execute_from_commandline()  # exits the process when the worker stops
     return 0
 

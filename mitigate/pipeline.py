@@ -171,6 +171,7 @@ def reject(
     logger.warning(
         "dead letter stage=%s reason=%s source=%s trace_id=%s: %s",
         stage, rejection.reason_code, message.coordinates(), trace_id, rejection.reason,
+        extra={"trace_id": trace_id, "source": message.coordinates()},
     )
     letter = dead_letter(message, rejection, now=now, pipeline_version=pipeline_version, trace_id=trace_id,
                          stage=stage)

@@ -64,6 +64,9 @@ class WorkerSettings(KafkaSettings):
         None, description="File the worker rewrites once a second with its table sizes, once started (MITIGATE_READY_FILE)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="MITIGATE_LOG_LEVEL.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text lines, or one JSON object per line with the ids as fields (MITIGATE_LOG_FORMAT)."
+    )
     web_host: str = Field(
         "127.0.0.1", description="Address the worker's web server (metrics, dashboard) listens on (MITIGATE_WEB_HOST)."
     )

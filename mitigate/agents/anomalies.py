@@ -119,6 +119,8 @@ class SignalAgent:
                     "decision outcome=%s reason=%s policy=%s/%s incident=%s entity=%s event_id=%s trace_id=%s",
                     record.outcome, record.reason_code, record.policy_id or "-", record.policy_version or "-",
                     record.incident_id, record.entity, record.event_id, record.trace_id,
+                    extra={"incident_id": record.incident_id, "trace_id": record.trace_id,
+                           "event_id": record.event_id},
                 )
 
 
@@ -142,7 +144,8 @@ class ResultAgent:
                 result = ActionResult.model_validate(self.codec.decode(message.value, "ActionResult").record)
             except (DecodeError, ValidationError) as exc:
                 logger.error("action result ignored source=%s[%d]@%d: %s",
-                             message.topic, message.partition, message.offset, exc)
+                             message.topic, message.partition, message.offset, exc,
+                             extra={"source": f"{message.topic}[{message.partition}]@{message.offset}"})
                 continue
             self.telemetry.result(result)
             breaker = ShardedBreaker(self.breaker_settings, self.breaker_store, f"results:{message.partition}")

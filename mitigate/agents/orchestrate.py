@@ -75,7 +75,8 @@ class PlanAgent:
                 # A plan whose stored decision record cannot be read any more must not
                 # stop the partition: the message is skipped and the error logged.
                 logger.error("orchestrate skipped source=%s[%d]@%d: %s",
-                             message.topic, message.partition, message.offset, exc)
+                             message.topic, message.partition, message.offset, exc,
+                             extra={"source": f"{message.topic}[{message.partition}]@{message.offset}"})
                 continue
             if effects is not None:
                 self._log(effects)
@@ -88,7 +89,9 @@ class PlanAgent:
                 continue  # _verdict logs the verdict's outcome
             level = logging.WARNING if record.outcome == "review" else logging.INFO
             logger.log(level, "plan %s incident=%s plan=%s trace_id=%s: %s", record.reason_code, record.incident_id,
-                       record.plan_id, record.trace_id, record.reason)
+                       record.plan_id, record.trace_id, record.reason,
+                       extra={"incident_id": record.incident_id, "plan_id": record.plan_id,
+                              "trace_id": record.trace_id, "review_id": record.review_id})
 
     def _load(self, incident_id: str) -> IncidentBook:
         raw = self.plans.get(incident_id)
@@ -148,7 +151,9 @@ class PlanAgent:
                     self.codec.decode(control.decision, "DecisionRecord").record).lineage
                 self.telemetry.plan_started(control, lineage.event_time, lineage.ingest_time, now)
             logger.info("plan started incident=%s plan=%s steps=%d trace_id=%s",
-                        control.incident_id, control.plan_id, len(control.steps), control.trace_id)
+                        control.incident_id, control.plan_id, len(control.steps), control.trace_id,
+                        extra={"incident_id": control.incident_id, "plan_id": control.plan_id,
+                               "trace_id": control.trace_id})
         elif control.kind == "cancel":
             # The incident resolved: every plan it started stops, not only the one the control names,
             # and its pending review requests close.
@@ -222,7 +227,10 @@ class PlanAgent:
         for record in effects.records:
             if record.verdict_id == verdict.verdict_id:
                 logger.info("verdict %s review=%s operator=%s incident=%s: %s", record.reason_code,
-                            verdict.review_id, verdict.operator, verdict.incident_id, record.reason)
+                            verdict.review_id, verdict.operator, verdict.incident_id, record.reason,
+                            extra={"incident_id": verdict.incident_id, "review_id": verdict.review_id,
+                                   "verdict_id": verdict.verdict_id, "operator": verdict.operator,
+                                   "trace_id": record.trace_id})
                 ended = next((review for review in effects.reviews if review.review_id == verdict.review_id
                               and review.status != "pending"), None)
                 self.telemetry.verdict(verdict.kind, record.reason_code != "verdict-rejected", verdict.incident_id,
