@@ -133,6 +133,7 @@ class Telemetry:
         self._windows: dict[int, Tally] = {}
         self.last_window: MetricsWindow | None = None
         self._chooser = random.Random(0)
+
         registry = self.registry
         self.anomalies_total = PromCounter("mitigate_anomalies", "Anomaly events consumed by intake.",
                                            registry=registry)
@@ -158,6 +159,7 @@ class Telemetry:
                                             ["judgement"], registry=registry)
         self.cost_total = PromCounter("mitigate_cost", f"Cost of commands and reviews, in {settings.costs.unit}.",
                                       registry=registry)
+
         self.review_wait = Histogram("mitigate_review_wait_seconds",
                                      "From a review request's creation to the verdict that ended it.",
                                      buckets=SLOW_BUCKETS, registry=registry)
