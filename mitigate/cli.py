@@ -19,6 +19,7 @@ from mitigate.codec import AvroCodec, create_registry_client
 from mitigate.errors import MitigateError, PolicyError
 from mitigate.executor.cli import add_parser as add_executor_parser
 from mitigate.models import AnomalyEvent, PolicyVersion
+from mitigate.audit import add_parser as add_audit_parser
 from mitigate.review_tool import add_parser as add_review_parser
 from mitigate.schemas import SchemaRepository
 from mitigate.settings import KafkaSettings
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(commands)
     add_executor_parser(commands)
     add_review_parser(commands)
+    add_audit_parser(commands)
 
     report = commands.add_parser(
         "report", help="print decisions and dead letters as they arrive, then a summary of the output topics"
