@@ -482,7 +482,8 @@ def _selection(args: argparse.Namespace, statuses: tuple[str, ...]) -> Selection
                      limit=getattr(args, "limit", None))
 
 
-def run_list(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_list(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     bootstrap_servers, topology, codec = _client(args)
     now = datetime.now(UTC)
     chosen = _selection(args, args.status).apply(read_requests(bootstrap_servers, topology, codec).values(), now)
@@ -508,7 +509,8 @@ def describe_filters(args: argparse.Namespace) -> str:
     return ", ".join(parts)
 
 
-def run_show(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     bootstrap_servers, topology, codec = _client(args)
     now = datetime.now(UTC)
     request = find(read_requests(bootstrap_servers, topology, codec), args.review)
@@ -516,7 +518,8 @@ def run_show(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def run_verdict(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run_verdict(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     from mitigate.cli import _default_author
 
     if args.operator is not None and not args.operator.strip():
@@ -549,7 +552,8 @@ def run_verdict(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO 
     return report_outcome(verdict, record, args.timeout, args.json, out, err)
 
 
-def run_watch(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_watch(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     bootstrap_servers, topology, codec = _client(args)
     selection = _selection(args, ())
     consumer = Consumer(client_config(

@@ -165,7 +165,7 @@ class Telemetry:
                                      buckets=SLOW_BUCKETS, registry=registry)
         self.event_to_command = Histogram("mitigate_event_to_command_seconds",
                                           "From the deciding signal's event time to its plan's first commands.",
-                                          buckets=LATENCY_BUCKETS + SLOW_BUCKETS[4:], registry=registry)
+                                          buckets=LATENCY_BUCKETS + SLOW_BUCKETS[5:], registry=registry)
         self.ingest_to_command = Histogram("mitigate_ingest_to_command_seconds",
                                            "From the deciding signal's intake to its plan's first commands.",
                                            buckets=LATENCY_BUCKETS, registry=registry)
