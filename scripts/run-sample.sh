@@ -164,6 +164,9 @@ echo
 step "decisions as the worker makes them, and the progress of each plan"
 "$bin/mitigate" report --timeout 180 --wait-for-plans --check-metrics
 
+step "the story of the approved incident, read back from the topics"
+"$bin/mitigate" audit trace "$review_id"
+
 if [[ "${KEEP_RUNNING:-}" == "1" ]]; then
   printf '%s\n' "${executor_pids[@]}" "$worker_pid" >"$pid_file"
   trap - EXIT
