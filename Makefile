@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run stop test install kafka-start kafka-stop typecheck clean
+.PHONY: run stop test bench install kafka-start kafka-stop typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ stop:
 ## Run the test suite; the tests start their own broker unless MITIGATE_TEST_BOOTSTRAP_SERVERS is set.
 test: $(STAMP)
 	$(BIN)/pytest
+
+## Benchmark the pipeline against a pass-through Faust agent and a raw Kafka client on a broker of its own.
+## Takes about 20 minutes; pass options with ARGS, for example ARGS="--events 50000 --policies 0".
+bench: $(STAMP)
+	BIN=$(BIN) scripts/bench.sh $(ARGS)
 
 kafka-start:
 	scripts/kafka.sh start
