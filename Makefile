@@ -40,7 +40,7 @@ kafka-stop:
 	scripts/kafka.sh stop
 
 typecheck: $(STAMP)
-	$(BIN)/mypy mitigate
+	$(BIN)/mypy mitigate benchmarks
 
 clean:
 	rm -rf .run $(VENV)
