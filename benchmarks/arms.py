@@ -81,7 +81,9 @@ def run_passthrough(bootstrap: str, source: str, target: str) -> None:
             message = event.message
             await target_topic.send(key=message.key, value=message.value, headers=message.headers)
 
-    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    worker.spinner = None  # as the pipeline worker does: the spinner would switch the root logger to DEBUG
+    worker.execute_from_commandline()
 
 
 def main(argv: list[str]) -> int:

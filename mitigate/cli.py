@@ -152,6 +152,9 @@ def run_worker(args: argparse.Namespace) -> int:
     worker = create_worker(settings)
     faust_worker = faust.Worker(worker.app, loglevel=settings.log_level.upper(), quiet=True,
                                 logging_config=logging_config(settings.log_format, settings.log_level))
+    # Faust's terminal spinner sets the root logger to DEBUG at level warning and above, so every
+    # debug call of Faust and aiokafka would build a log record only for the handler to drop it.
+    faust_worker.spinner = None
     faust_worker.execute_from_commandline()  # exits the process when the worker stops
     return 0
 
