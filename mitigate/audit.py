@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import re
 import sys
 import time
 import uuid
@@ -339,8 +340,12 @@ def collect(scan: Scanner, topology: Topology, identifier: str) -> Story:
     found = scan(topics, Terms([identifier]))
     story = select(found, identifier)
     if not story.messages:
+        hint = ""
+        if len(identifier) < 32 and re.fullmatch(r"[0-9a-f-]+", identifier):
+            hint = ("; it looks like the start of an id, and audit needs the full id (`mitigate review show "
+                    "PREFIX` prints a review's full id)")
         raise AuditError(f"no message mentions {identifier} in {', '.join(topics)}; check the id, or whether "
-                         "the topics' retention has dropped it")
+                         f"the topics' retention has dropped it{hint}")
 
     if story.incidents - {identifier}:
         others = [topic for topic in topics if topic != topology.dead_letters]
@@ -799,9 +804,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _identifier(text: str) -> str:
-    if not text.strip():
+    text = text.strip()
+    if not text:
         raise argparse.ArgumentTypeError("the id is empty; give the full id of an event, incident, command, "
-                                         "review or trace")
+                                         "review, verdict, plan, dead letter or trace")
     if len(text) > MAX_ID_LENGTH:
         raise argparse.ArgumentTypeError(f"the id is {len(text)} characters long; ids are at most "
                                          f"{MAX_ID_LENGTH} characters")

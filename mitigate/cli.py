@@ -756,9 +756,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         source += f", entity {args.entity}"
     if not events:
         raise MitigateError(f"no anomaly events in {source}; nothing to evaluate")
+    entities = sorted({event.entity for event in events})
+    if len(entities) > 1:
+        print(f"mitigate: warning: events of {len(entities)} entities are evaluated together against one "
+              f"series' labels ({', '.join(entities[:3])}{', ...' if len(entities) > 3 else ''}); "
+              "choose one with --entity", file=sys.stderr)
     result = evaluate(events, windows, args.timezone)
     if args.json:
-        print(json.dumps({"source": source, **result.as_json()}, indent=2))
+        print(json.dumps({"source": source, "entities": entities, **result.as_json()}, indent=2))
     else:
         print(format_report(result, source))
     return 0

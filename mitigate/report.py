@@ -51,15 +51,19 @@ class MetricsSums:
 
     def differences(self, tally: Tally) -> list[str]:
         """Name each figure that differs from the count of its topic; empty when all agree."""
-        pairs = [
+        pairs: list[tuple[str, int | Counter[str], int | Counter[str]]] = [
             ("anomalies", self.anomalies_in, tally.anomalies),
-            ("dead letters", dict(self.dead_letters), dict(tally.dead_letters)),
-            ("decisions", dict(self.decisions), dict(tally.decisions)),
-            ("commands", dict(self.commands), dict(tally.commands)),
+            ("dead letters", self.dead_letters, tally.dead_letters),
+            ("decisions", self.decisions, tally.decisions),
+            ("commands", self.commands, tally.commands),
             ("review requests", self.review_requests, tally.reviews),
         ]
-        return [f"{name} {ours} in the windows, {theirs} on the topics" for name, ours, theirs in pairs
-                if ours != theirs]
+        return [f"{name} {_figure(ours)} in the windows, {_figure(theirs)} on the topics"
+                for name, ours, theirs in pairs if ours != theirs]
+
+
+def _figure(value: int | Counter[str]) -> str:
+    return str(value) if isinstance(value, int) else f"({_breakdown(+value)})"
 
 
 @dataclass
@@ -350,10 +354,16 @@ def follow(
     finally:
         follower.close()
     if not finished:
-        print(
-            f"mitigate: error: timed out after {timeout_s:.0f} s with {follower.tally.accounted} of "
-            f"{follower.tally.anomalies} anomalies accounted for; is the worker running?",
-            file=sys.stderr,
-        )
+        tally = follower.tally
+        if tally.accounted < tally.anomalies:
+            reason = (f"with {tally.accounted} of {tally.anomalies} anomalies accounted for; is the worker "
+                      "running?")
+        elif tally.wait_for_plans and not tally.plans_started <= tally.plans_finished.keys():
+            reason = (f"with {len(tally.plans_started - tally.plans_finished.keys())} plans still running; are "
+                      "the executors running?")
+        else:
+            reason = ("waiting for the metrics windows to add up to the topics; a window is published when it "
+                      "ends, so wait at least the worker's metrics window (metrics.window in the automation file)")
+        print(f"mitigate: error: timed out after {timeout_s:.0f} s {reason}", file=sys.stderr)
     consistent = print_summary(follower.tally, out)
     return finished and consistent

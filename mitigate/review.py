@@ -24,6 +24,7 @@ the state in the plan table, keyed by incident id, and sends the effects.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from datetime import datetime
@@ -138,6 +139,13 @@ def apply_changes(steps: list[PlanStepSpec], drop_steps: list[str],
                                       f"{', '.join(sorted(values)) or 'none'}")
                 del values[name]
             else:
+                if name not in values:
+                    close = difflib.get_close_matches(name, list(values), n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise ChangeError(
+                        f"step {step.step_id!r} has no parameter {name!r}{hint}; its parameters: "
+                        f"{', '.join(sorted(values)) or 'none'}. A modify changes or removes the policy's "
+                        "parameters; timeout, retries and the other step settings stay as the policy sets them")
                 _check_value_kind(step.step_id, name, step.parameters.get(name), value)
                 values[name] = value
         changed.append(step.model_copy(update={"parameters": values}))

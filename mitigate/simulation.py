@@ -38,8 +38,16 @@ def read_events(path: Path) -> Iterator[tuple[int, AnomalyEvent]]:
             continue
         try:
             yield number, AnomalyEvent.model_validate(orjson.loads(line))
-        except (orjson.JSONDecodeError, ValidationError) as exc:
-            raise MitigateError(f"{path}: line {number}: invalid AnomalyEvent: {exc}") from exc
+        except orjson.JSONDecodeError as exc:
+            raise MitigateError(f"{path}: line {number}: invalid JSON: {exc}") from exc
+        except ValidationError as exc:
+            errors = exc.errors()
+            first = errors[0]
+            field = ".".join(str(part) for part in first["loc"]) or "(record)"
+            more = f" (and {len(errors) - 1} more problems on this line)" if len(errors) > 1 else ""
+            raise MitigateError(f"{path}: line {number}: invalid AnomalyEvent: {field}: {first['msg']}{more}; "
+                                "the file must hold one AnomalyEvent per line, as `mitigate detect --write` "
+                                "writes it") from exc
 
 
 def write_events(path: Path, events: Iterable[AnomalyEvent]) -> int:

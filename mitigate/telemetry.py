@@ -370,6 +370,7 @@ class Telemetry:
             "anomalies_in": totals.anomalies_in,
             "anomalies_per_s": round(totals.anomalies_in / uptime_s, 3),
             "last_window": self.last_window.model_dump(mode="json") if self.last_window else None,
+            "recent_anomalies_per_s": self._recent_rate(moment),
             "dead_letters": dict(totals.dead_letters),
             "incidents_opened": totals.incidents_opened,
             "decisions": dict(totals.decisions),
@@ -386,3 +387,13 @@ class Telemetry:
             "cost_unit": self.settings.costs.unit,
             "recent_decisions": list(self.recent),
         }
+
+    def _recent_rate(self, now: datetime) -> float:
+        """Anomalies per second in the last ended window, or 0 when no window ended within a window's length.
+
+        Windows without activity are not published, so an old last window means nothing arrived since.
+        """
+        window = self.last_window
+        if window is None or (now - window.window_end).total_seconds() > self.settings.window:
+            return 0.0
+        return round(window.anomalies_in / self.settings.window, 3)

@@ -120,7 +120,7 @@ class SignalAgent:
                     record.outcome, record.reason_code, record.policy_id or "-", record.policy_version or "-",
                     record.incident_id, record.entity, record.event_id, record.trace_id,
                     extra={"incident_id": record.incident_id, "trace_id": record.trace_id,
-                           "event_id": record.event_id},
+                           "event_id": record.event_id, "review_id": record.review_id, "plan_id": record.plan_id},
                 )
 
 

@@ -372,6 +372,11 @@ def test_collect_finds_dead_letter_of_incident_event() -> None:
     assert letter.source in sources(story.messages)
 
 
+def test_collect_prefix_hint() -> None:
+    with pytest.raises(AuditError, match="it looks like the start of an id, and audit needs the full id"):
+        collect(scanner(AutoIncident().messages, []), TOPOLOGY, "217889df")
+
+
 def test_collect_missing_id_error() -> None:
     with pytest.raises(AuditError) as caught:
         collect(scanner(AutoIncident().messages, []), TOPOLOGY, "no-such-id")
@@ -714,7 +719,8 @@ USAGE_ERRORS = [
      "mitigate audit: error: argument ACTION: invalid choice: 'replay' (choose from 'trace')"),
     ("no-id", ["audit", "trace"], "mitigate audit trace: error: the following arguments are required: ID"),
     ("blank-id", ["audit", "trace", " "], "mitigate audit trace: error: argument ID: the id is empty; give the full "
-                                         "id of an event, incident, command, review or trace"),
+                                         "id of an event, incident, command, review, verdict, plan, dead letter or "
+                                         "trace"),
     ("long-id", ["audit", "trace", "x" * 1025], "mitigate audit trace: error: argument ID: the id is 1025 "
                                                "characters long; ids are at most 1024 characters"),
     ("unknown-option", ["audit", "trace", "abc", "--yaml"], "mitigate: error: unrecognized arguments: --yaml"),

@@ -271,10 +271,14 @@ def test_modify_keeps_value_kind(old: str, new: str) -> None:
         apply_changes(steps, [], {"open-ticket": {"limit": new}})
 
 
-def test_modify_new_parameter_any_text() -> None:
-    steps = apply_changes(list(request().steps), [], {"open-ticket": {"priority": "high"}})
+def test_modify_unknown_parameter_rejected() -> None:
+    with pytest.raises(ChangeError, match="step 'open-ticket' has no parameter 'queu' \\(did you mean 'queue'\\?\\)"):
+        apply_changes(list(request().steps), [], {"open-ticket": {"queu": "night-shift"}})
 
-    assert steps[1].parameters == {"queue": "plant-operations", "priority": "high"}
+
+def test_modify_step_setting_is_not_a_parameter() -> None:
+    with pytest.raises(ChangeError, match="has no parameter 'retries'.*step settings stay as the policy sets them"):
+        apply_changes(list(request().steps), [], {"open-ticket": {"retries": "3"}})
 
 
 def test_approval_of_old_revision_rejected() -> None:
