@@ -429,8 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap-servers", default=os.environ.get("MITIGATE_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     parser.add_argument("--events", type=int, default=200_000, help="backlog per arm (default 200000)")
-    parser.add_argument("--rate", type=float, default=500.0, help="open-loop rate of the latency phase, events/s")
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency phase (default 20)")
+    parser.add_argument("--rate", type=float, default=100.0,
+                        help="open-loop rate of the latency phase, events/s; every arm must sustain it (default 100)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the latency phase (default 30)")
     parser.add_argument("--arms", default="raw,passthrough,pipeline", help="comma-separated arms to run")
     parser.add_argument("--policies", type=int, default=10_000, help="policies for the rebuild (0 skips it)")
     parser.add_argument("--assets", type=int, default=1_000_000, help="assets for the rebuild")

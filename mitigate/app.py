@@ -87,6 +87,10 @@ def create_worker(settings: WorkerSettings) -> Worker:
         # busy event loop does not delay them.
         broker_session_timeout=15.0,
         broker_heartbeat_interval=3.0,
+        # A few milliseconds of linger lets the producer batch the outputs and table changelog
+        # writes of consecutive events instead of sending a request per message.
+        producer_linger_ms=5,
+        producer_max_batch_size=262144,
     )
     sender = Sender(app)
     telemetry = Telemetry(automation.metrics, f"{settings.app_id}@{default_worker_name()}")
