@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -493,6 +492,12 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    # Raised so that the arms' finally blocks stop their processes; the default
+    # action of SIGTERM would leave them running without a broker.
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
-    shutil.rmtree(ROOT / ".run" / "bench" / "logs", ignore_errors=True)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     sys.exit(main())
