@@ -198,10 +198,12 @@ class PlanAgent:
         except (DecodeError, ValidationError) as exc:
             logger.error("review request ignored partition=%d: %s", partition, exc)
             return None
+        if request.status != "pending" or request.revision != 1 or request.approvals:
+            return None  # a later state this agent published, read back; only new requests open a review
         incident_id = request.incident_id or request.event_id
         book = self._load(incident_id)
         if request.review_id in book.reviews:
-            return None  # a state this agent published, read back
+            return None  # delivered again
         if request.decision is None:
             logger.warning("review request %s has no decision record (written by an older version); "
                            "verdicts on it cannot be applied", request.review_id)
