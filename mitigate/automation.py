@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mitigate.durations import Duration
 from mitigate.errors import ConfigurationError
-from mitigate.topology import EXECUTORS
+from mitigate.topology import ExecutorName, check_executor
 
 
 class Strict(BaseModel):
@@ -83,17 +83,10 @@ class Orchestration(Strict):
 class Escalation(Strict):
     """The command sent when a review request expires with on_expiry escalate: a notification, not a remedy."""
 
-    executor: str = "ticket"
+    executor: ExecutorName = "ticket"
     action: str = Field("open-ticket", pattern=r"^[a-z0-9][a-z0-9._-]{0,127}$")
     parameters: dict[str, str] = Field(default_factory=lambda: {"queue": "operations"})
     timeout: Duration = 300.0
-
-    @field_validator("executor")
-    @classmethod
-    def _known_executor(cls, value: str) -> str:
-        if value not in EXECUTORS:
-            raise ValueError(f"unknown executor {value!r}; use one of: {', '.join(EXECUTORS)}")
-        return value
 
 
 class Reviews(Strict):
@@ -117,8 +110,7 @@ class Costs(Strict):
     @classmethod
     def _known_executors(cls, value: dict[str, float]) -> dict[str, float]:
         for name, price in value.items():
-            if name not in EXECUTORS:
-                raise ValueError(f"unknown executor {name!r}; use one of: {', '.join(EXECUTORS)}")
+            check_executor(name)
             if price < 0:
                 raise ValueError(f"cost of {name} is negative ({price}); use 0 or more")
         return value

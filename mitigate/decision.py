@@ -209,15 +209,15 @@ def plan_control(
     )
 
 
-def risk_inputs(signal: AnomalyEvent, asset: AssetContext | AssetSnapshot | None) -> dict[str, str]:
-    """The inputs of risk_score, so a reviewer can see why a risk is high."""
+def risk_inputs(rated: AnomalyEvent | DecisionRecord, asset: AssetContext | AssetSnapshot | None) -> dict[str, str]:
+    """Describe the inputs of risk_score for a signal or for the record of its decision, so a reviewer sees why."""
     inputs = {
-        "severity": signal.severity,
-        "severity_weight": repr(SEVERITY_WEIGHT[signal.severity]),
+        "severity": rated.severity,
+        "severity_weight": repr(SEVERITY_WEIGHT[rated.severity]),
         "criticality": asset.criticality if asset is not None else "unknown (not in the assets table, counts as critical)",
         "criticality_weight": repr(CRITICALITY_WEIGHT[asset.criticality] if asset is not None else 1.0),
         "formula": "severity_weight x criticality_weight",
-        "confidence": repr(signal.confidence),
+        "confidence": repr(rated.confidence),
     }
     if asset is not None:
         inputs["environment"] = asset.environment
@@ -226,7 +226,7 @@ def risk_inputs(signal: AnomalyEvent, asset: AssetContext | AssetSnapshot | None
 
 
 def predicted_impact(steps: list[PlanStepSpec], asset: AssetContext | AssetSnapshot | None) -> list[str]:
-    """What running the plan would touch, one readable line each."""
+    """Describe what running the plan would touch, one readable line each."""
     if not steps:
         return ["no plan: nothing runs on approval; the incident is handled by hand"]
     executors = sorted({step.executor for step in steps})

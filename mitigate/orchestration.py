@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mitigate.automation import Orchestration
 from mitigate.codec import AvroCodec
-from mitigate.decision import CRITICALITY_WEIGHT, SEVERITY_WEIGHT, predicted_impact, stable_id
+from mitigate.decision import predicted_impact, risk_inputs, stable_id
 from mitigate.errors import DecodeError
 from mitigate.limits import epoch_ms
 from mitigate.models import (
@@ -121,19 +121,6 @@ def backoff_ms(settings: Orchestration, command_id: str, attempt: int) -> int:
     base = min(settings.retry_base * 2 ** (attempt - 1), settings.retry_max)
     jitter = int.from_bytes(hashlib.sha256(command_id.encode()).digest()[:2], "big") / 65535 / 2
     return int(base * (1 + jitter) * 1000)
-
-
-def plan_risk_inputs(template: DecisionRecord) -> dict[str, str]:
-    """The inputs of a decision's risk score, from its record (for a review raised after the decision)."""
-    criticality = template.asset.criticality if template.asset else None
-    return {
-        "severity": template.severity,
-        "severity_weight": repr(SEVERITY_WEIGHT[template.severity]),
-        "criticality": criticality or "unknown (not in the assets table, counts as critical)",
-        "criticality_weight": repr(CRITICALITY_WEIGHT.get(criticality or "critical", 1.0)),
-        "formula": "severity_weight x criticality_weight",
-        "confidence": repr(template.confidence),
-    }
 
 
 class Orchestrator:
@@ -446,7 +433,7 @@ class Orchestrator:
             updated_at=now,
             first_seen=plan.control.first_seen,
             last_seen=template.decided_at,
-            risk_inputs=plan_risk_inputs(template),
+            risk_inputs=risk_inputs(template, template.asset),
             predicted_impact=["approving runs the whole plan again from its first step", *predicted_impact(
                 list(plan.control.steps), template.asset)],
             steps=list(plan.control.steps),

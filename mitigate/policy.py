@@ -24,7 +24,7 @@ from pydantic_core import PydanticCustomError
 from mitigate.errors import PolicyError
 from mitigate.durations import Duration
 from mitigate.models import SEVERITIES, AnomalyEvent, Criticality, Severity
-from mitigate.topology import EXECUTORS
+from mitigate.topology import ExecutorName
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,127}$")]
 WILDCARD = "*"
@@ -110,17 +110,10 @@ class Gates(Strict):
 class Compensation(Strict):
     """The command that undoes a step, run in reverse order when a later step fails for good."""
 
-    executor: str | None = None  # default: the executor of the step it undoes
+    executor: ExecutorName | None = None  # default: the executor of the step it undoes
     action: Identifier
     parameters: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(300.0, gt=0, le=86400)
-
-    @field_validator("executor")
-    @classmethod
-    def _known_executor(cls, value: str | None) -> str | None:
-        if value is not None and value not in EXECUTORS:
-            raise ValueError(f"unknown executor {value!r}; use one of: {', '.join(EXECUTORS)}")
-        return value
 
     @field_validator("parameters", mode="before")
     @classmethod
@@ -132,7 +125,7 @@ class Step(Strict):
     """One step of a plan: a command to one executor."""
 
     id: Identifier
-    executor: str
+    executor: ExecutorName
     action: Identifier
     target: str = "{entity}"
     parameters: dict[str, str] = Field(default_factory=dict)
@@ -143,13 +136,6 @@ class Step(Strict):
     # precondition does not hold is skipped and changes nothing.
     preconditions: dict[str, str] = Field(default_factory=dict)
     compensate: Compensation | None = None
-
-    @field_validator("executor")
-    @classmethod
-    def _known_executor(cls, value: str) -> str:
-        if value not in EXECUTORS:
-            raise ValueError(f"unknown executor {value!r}; use one of: {', '.join(EXECUTORS)}")
-        return value
 
     @field_validator("parameters", "preconditions", mode="before")
     @classmethod

@@ -7,7 +7,9 @@ unit test keeps the two in step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator
 
 DAY_MS = 24 * 60 * 60 * 1000
 DEAD_LETTER_MAX_BYTES = 2 * 1024 * 1024
@@ -17,6 +19,17 @@ DEAD_LETTER_MAX_BYTES = 2 * 1024 * 1024
 EXECUTORS: tuple[str, ...] = ("demo-target", "shell", "ticket", "webhook")
 
 CleanupPolicy = Literal["delete", "compact"]
+
+
+def check_executor(name: str) -> str:
+    """Return `name` if it is one of EXECUTORS; raise ValueError naming the known ones otherwise."""
+    if name not in EXECUTORS:
+        raise ValueError(f"unknown executor {name!r}; use one of: {', '.join(EXECUTORS)}")
+    return name
+
+
+# An executor name in a configuration model: pydantic reports an unknown one with check_executor's message.
+ExecutorName = Annotated[str, AfterValidator(check_executor)]
 
 
 @dataclass(frozen=True, slots=True)
