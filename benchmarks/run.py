@@ -47,6 +47,7 @@ from mitigate.codec import AvroCodec
 from mitigate.kafka import client_config, create_producer, ensure_topics
 from mitigate.models import AnomalyEvent, AssetContext, DecisionRecord, PolicyVersion
 from mitigate.policy import PolicyDocument
+from mitigate.report import about_event
 from mitigate.schemas import SchemaRepository
 from mitigate.topology import Topology
 
@@ -250,7 +251,7 @@ class Arm:
             return self.by_value.get(value)
         record = DecisionRecord.model_validate(self.codec.decode(value, "DecisionRecord").record)
         # The orchestrator's records of plans and reviews name the same event; only the decision counts.
-        if record.reason_code.startswith(("plan-", "step-", "compensation-", "review-", "verdict-")):
+        if not about_event(record.reason_code):
             return None
         return record.event_id
 

@@ -24,6 +24,11 @@ ANOMALY_COUNT_INTERVAL_S = 2.0
 PLAN_PROGRESS = ("plan-", "step-", "compensation-")
 # Reason codes of the review stage's records: verdicts, expiry and the end of a request.
 REVIEW_PROGRESS = ("review-", "verdict-", "incident-vetoed")
+
+
+def about_event(reason_code: str) -> bool:
+    """Tell a decision about one event from the orchestrate agent's records of plans and reviews."""
+    return not reason_code.startswith(PLAN_PROGRESS + REVIEW_PROGRESS)
 # Review records that start a plan: approval, and the escalation of an expired request.
 REVIEW_PLANS = ("review-approved", "review-modified", "review-expired")
 # Reason codes after which a plan sends no further step (a failed plan may still compensate).

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mitigate.decision import canary_bucket
-from mitigate.report import PLAN_PROGRESS, REVIEW_PROGRESS
+from mitigate.report import about_event
 from tests.integration.conftest import TEST_AUTOMATION, Deployment, run_mitigate
 from tests.integration.test_pipeline_kafka import anomaly, decision_for
 
@@ -110,7 +110,7 @@ def decisions_where(deployment: Deployment, predicate: Any, count: int, timeout_
 
 def is_plan_progress(record: dict[str, Any]) -> bool:
     """Tell the orchestrate agent's records (plan progress, reviews) from decisions about events."""
-    return bool(record["reason_code"].startswith(PLAN_PROGRESS + REVIEW_PROGRESS))
+    return not about_event(record["reason_code"])
 
 
 def mitigate_env(deployment: Deployment) -> dict[str, str]:
