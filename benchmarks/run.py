@@ -8,8 +8,8 @@ events. For each arm the harness measures:
 - CPU microseconds per event: the arm process's user and system CPU time over
   the same span, divided by the events it covered;
 - latency at a fixed open-loop rate: --rate events a second for --seconds,
-  each stamped when it is produced; the latency of an event runs from that
-  stamp to the Kafka timestamp of its output (the arm's producer sets it);
+  each stamped when it is produced. The latency of an event runs from that
+  stamp to the Kafka timestamp of its output, which the arm's producer sets;
 - peak memory: the process's VmHWM from /proc.
 
 The output of the raw and pass-through arms is the forwarded event. The

@@ -90,7 +90,7 @@ class Escalation(Strict):
 
 
 class Reviews(Strict):
-    """How the pipeline handles review requests and verdicts."""
+    """Settings of the review stage: the escalation of expired requests, and how long an early verdict waits."""
 
     # None records the escalation of an expired request without sending a command.
     escalation: Escalation | None = Field(default_factory=lambda: Escalation())

@@ -726,7 +726,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:  # type: ignore
                           help="labelled windows in the Numenta Anomaly Benchmark's format, for example "
                                "data/nab/machine_temperature_system_failure.windows.json")
     evaluate.add_argument("--series", default=None, metavar="NAME",
-                          help="series of the labels file to use (needed when it holds more than one)")
+                          help="series of the labels file to use (needed when it contains more than one)")
     evaluate.add_argument("--events", type=Path, default=None, metavar="FILE",
                           help="JSON Lines file of AnomalyEvent records (mitigate detect --write); "
                                "default: the anomalies topic")

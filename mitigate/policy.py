@@ -192,7 +192,7 @@ class Limits(Strict):
 
 
 class ReviewRules(Strict):
-    """How a review request of this policy is answered: how many approvals, and what happens without one."""
+    """Rules for the review requests of this policy: the approvals needed, and what happens without a verdict."""
 
     quorum: int = Field(1, ge=1, le=10)  # approvals from distinct operators before the plan runs
     on_expiry: Literal["escalate", "close"] = "escalate"  # both take no action; escalate also notifies

@@ -409,7 +409,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         parser = actions.add_parser(kind, help=help_text)
         parser.add_argument("review", metavar="ID", help="review id, a unique prefix of one, or an incident id")
         parser.add_argument("--operator", default=None,
-                            help="who answers; default MITIGATE_OPERATOR, else the login name")
+                            help="operator name of the verdict; default MITIGATE_OPERATOR, else the login name")
         parser.add_argument("--reason", default="", required=kind == "veto",
                             help="why" + (" (required)" if kind == "veto" else " (optional)"))
         parser.add_argument("--revision", type=positive_int, default=None, metavar="N",
