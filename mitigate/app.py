@@ -106,6 +106,7 @@ def create_worker(settings: WorkerSettings) -> Worker:
         DetectorCatalog.load(settings.detectors_file),
         max_future_skew=timedelta(seconds=settings.max_future_skew_s),
         max_event_age=timedelta(seconds=settings.max_event_age_s),
+        max_event_bytes=settings.max_event_bytes,
     )
     pipeline = Pipeline(topology=topology, codec=codec, intake=intake, assets=assets.lookup)
     anomalies = AnomalyAgent(app, _source(app, topology.anomalies, partitions), pipeline, sender, telemetry)

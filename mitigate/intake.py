@@ -21,6 +21,10 @@ from mitigate.errors import ConfigurationError, DecodeError, MitigateError
 from mitigate.models import AnomalyEvent, DeadLetter, Header
 
 STAGE = "intake"
+# A detector's event is a few hundred bytes; labels and annotations of a few
+# kilobytes are generous. Anything far larger is a bug or a misrouted payload,
+# and decoding it would only cost memory.
+DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 
 
 class IntakeRejected(MitigateError):
@@ -117,13 +121,21 @@ class Intake:
         *,
         max_future_skew: timedelta,
         max_event_age: timedelta,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         self.codec = codec
         self.detectors = detectors
         self.max_future_skew = max_future_skew
         self.max_event_age = max_event_age
+        self.max_event_bytes = max_event_bytes
 
     def accept(self, value: bytes | None, now: datetime) -> Accepted:
+        if value is not None and len(value) > self.max_event_bytes:
+            raise IntakeRejected(
+                "oversized",
+                f"message value is {len(value)} bytes, more than the limit of {self.max_event_bytes} bytes "
+                "(MITIGATE_MAX_EVENT_BYTES); events are expected to be a few hundred bytes",
+            )
         try:
             decoded = self.codec.decode(value, "AnomalyEvent")
         except DecodeError as exc:

@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mitigate.topology import Topology
+from mitigate.intake import DEFAULT_MAX_EVENT_BYTES
+from mitigate.topology import DEAD_LETTER_MAX_BYTES, Topology
 
 
 class KafkaSettings(BaseSettings):
@@ -56,6 +57,10 @@ class WorkerSettings(KafkaSettings):
     )
     max_event_age_s: float = Field(
         86400.0, gt=0, description="Reject events older than this, seconds (MITIGATE_MAX_EVENT_AGE_S)."
+    )
+    max_event_bytes: int = Field(
+        DEFAULT_MAX_EVENT_BYTES, ge=1024, le=DEAD_LETTER_MAX_BYTES - 64 * 1024,
+        description="Dead-letter events with a larger value, bytes (MITIGATE_MAX_EVENT_BYTES).",
     )
     review_timeout_s: float = Field(
         1800.0, gt=0, description="Review deadline when no policy sets one, seconds (MITIGATE_REVIEW_TIMEOUT_S)."

@@ -136,6 +136,18 @@ def test_decode_error_passes_code(intake: Intake, value: bytes | None, reason_co
     assert caught.value.reason_code == reason_code
 
 
+def test_oversized_value_rejected_before_decoding(codec: AvroCodec) -> None:
+    small = Intake(codec, DetectorCatalog.load(DETECTORS_FILE), max_future_skew=MAX_FUTURE_SKEW,
+                   max_event_age=MAX_EVENT_AGE, max_event_bytes=2048)
+    value = codec.encode("AnomalyEvent", anomaly_event(annotations={"summary": "x" * 4096}).to_avro())
+
+    with pytest.raises(IntakeRejected) as caught:
+        small.accept(value, NOW)
+
+    assert caught.value.reason_code == "oversized"
+    assert f"message value is {len(value)} bytes, more than the limit of 2048 bytes" in caught.value.reason
+
+
 def test_good_event_accepted(intake: Intake, codec: AvroCodec) -> None:
     accepted = intake.accept(codec.encode("AnomalyEvent", anomaly_event().to_avro()), NOW)
 
