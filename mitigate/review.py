@@ -92,6 +92,26 @@ class Veto(BaseModel):
     vetoed_ms: int
 
 
+class StoredMessage(BaseModel):
+    """One message the orchestrate agent sent, kept to be sent again unchanged."""
+
+    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] = Field(default_factory=list)
+
+
+class SentOutputs(BaseModel):
+    """The messages one input produced, by the input's coordinates (topic[partition]@offset)."""
+
+    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+
+    source: str
+    messages: list[StoredMessage]
+
+
 class IncidentBook(PlanBook):
     """Everything the orchestrate agent keeps for one incident: its plans, its review requests and a veto."""
 
@@ -105,6 +125,10 @@ class IncidentBook(PlanBook):
     resolved: str | None = None  # why the incident closed (the cancel's reason)
     auto_plan: str | None = None  # the latest plan automation started for the incident
     auto_plan_ms: int | None = None  # its decision time (the event time of its signal)
+    # What the latest inputs of the incident produced. The book and these outputs are
+    # one table write, so an input delivered again after a crash gets its outputs
+    # again even when the crash lost them and kept the book.
+    sent: list[SentOutputs] = Field(default_factory=list)
 
 
 def apply_changes(steps: list[PlanStepSpec], drop_steps: list[str],

@@ -18,8 +18,8 @@ from mitigate.errors import DecodeError
 from mitigate.limits import epoch_ms
 from mitigate.models import ActionResult, DecisionRecord, PlanControl, ReviewRequest, ReviewVerdict
 from mitigate.orchestration import Effects, Orchestrator
-from mitigate.pipeline import Processed, encode_message
-from mitigate.review import IncidentBook, ReviewDesk
+from mitigate.pipeline import Outgoing, Processed, encode_message
+from mitigate.review import IncidentBook, ReviewDesk, SentOutputs, StoredMessage
 from mitigate.telemetry import Telemetry
 from mitigate.topology import Topology
 
@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 TICK_INTERVAL_S = 1.0
 # Finished plans are kept this long, so that late or duplicate results find them.
 FINISHED_RETENTION_MS = 24 * 3600 * 1000
+# Outputs of this many inputs are kept per incident. Inputs are delivered again only
+# back to the last offset commit, a few seconds of one incident's traffic.
+SENT_KEPT = 32
 
 
 class PlanAgent:
@@ -52,6 +55,7 @@ class PlanAgent:
         # (after a start or restart) and kept up to date by _store.
         self._due: dict[str, tuple[int, int]] | None = None
         self._active: set[int] = set()
+        self._source = ""  # coordinates of the input being processed
         source = app.topic(topology.plans, topology.action_results, topology.review_requests,
                            topology.review_verdicts, key_serializer="raw", value_serializer="raw",
                            partitions=partitions)
@@ -62,15 +66,16 @@ class PlanAgent:
         async for event in stream.events():
             message = event.message
             now = datetime.now(UTC)
+            self._source = f"{message.topic}[{message.partition}]@{message.offset}"
             try:
                 if message.topic == self.topology.plans:
-                    effects = self._control(message.value, message.partition, now)
+                    processed = self._control(message.value, message.partition, now)
                 elif message.topic == self.topology.action_results:
-                    effects = self._result(message.value, now)
+                    processed = self._result(message.value, now)
                 elif message.topic == self.topology.review_requests:
-                    effects = self._request(message.value, message.partition, now)
+                    processed = self._request(message.value, message.partition, now)
                 else:
-                    effects = self._verdict(message.value, message.partition, now)
+                    processed = self._verdict(message.value, message.partition, now)
             except DecodeError as exc:
                 # A plan whose stored decision record cannot be read any more must not
                 # stop the partition: the message is skipped and the error logged.
@@ -78,9 +83,8 @@ class PlanAgent:
                              message.topic, message.partition, message.offset, exc,
                              extra={"source": f"{message.topic}[{message.partition}]@{message.offset}"})
                 continue
-            if effects is not None:
-                self._log(effects)
-                await self.sender.send(self._messages(effects))
+            if processed is not None:
+                await self.sender.send(processed)
 
     @staticmethod
     def _log(effects: Effects) -> None:
@@ -96,6 +100,16 @@ class PlanAgent:
     def _load(self, incident_id: str) -> IncidentBook:
         raw = self.plans.get(incident_id)
         return IncidentBook.model_validate_json(raw) if raw else IncidentBook()
+
+    def _sent_before(self, book: IncidentBook) -> Processed | None:
+        """The messages the input being processed produced before, if it is delivered again after a crash."""
+        for entry in book.sent:
+            if entry.source == self._source:
+                logger.info("input delivered again source=%s: sending its %d messages again", self._source,
+                            len(entry.messages), extra={"source": self._source})
+                return Processed(tuple(Outgoing(item.topic, item.key, item.value, tuple(item.headers))
+                                       for item in entry.messages))
+        return None
 
     def _store(self, incident_id: str, book: IncidentBook, now: datetime) -> None:
         now_ms = epoch_ms(now)
@@ -126,13 +140,15 @@ class PlanAgent:
         else:
             self._due.pop(incident_id, None)
 
-    def _control(self, value: bytes | None, partition: int, now: datetime) -> Effects | None:
+    def _control(self, value: bytes | None, partition: int, now: datetime) -> Processed | None:
         try:
             control = PlanControl.model_validate(self.codec.decode(value, "PlanControl").record)
         except (DecodeError, ValidationError) as exc:
             logger.error("plan control ignored partition=%d: %s", partition, exc)
             return None
         book = self._load(control.incident_id)
+        if (again := self._sent_before(book)) is not None:
+            return again
         effects = Effects()
         if control.kind == "start":
             if control.plan_id in book.plans:
@@ -141,7 +157,8 @@ class PlanAgent:
                 effects = self.desk.reject_vetoed_plan(book, control, now)
                 logger.warning("plan not started incident=%s plan=%s: vetoed by %s", control.incident_id,
                                control.plan_id, book.veto.operator)
-                return effects
+                self._log(effects)
+                return self._messages(effects)
             effects = self.desk.plan_started(book, control, now)
             plan, started = self.orchestrator.start(control, partition, now)
             effects.extend(started)
@@ -164,13 +181,19 @@ class PlanAgent:
             for plan in book.plans.values():
                 effects.extend(self.orchestrator.tick(plan, now))
             effects.extend(self.desk.expire(book, now))
-        self._finish(control.incident_id, book, effects, partition, now)
-        return effects
+        return self._finish(control.incident_id, book, effects, partition, now)
 
     def _finish(self, incident_id: str, book: IncidentBook, effects: Effects, partition: int, now: datetime,
-                opened: int = 0) -> None:
-        """Take new review requests into the book, store it, and report the effects to telemetry."""
+                opened: int = 0) -> Processed:
+        """Take new review requests into the book, keep the outputs in it, store it; return the outputs."""
         opened += self._open_new_reviews(book, effects, partition, now)
+        self._log(effects)
+        processed = self._messages(effects)
+        if processed.messages:
+            kept = SentOutputs(source=self._source, messages=[
+                StoredMessage(topic=item.topic, key=item.key, value=item.value, headers=list(item.headers))
+                for item in processed.messages])
+            book.sent = [*book.sent[-(SENT_KEPT - 1):], kept]
         self._store(incident_id, book, now)
         for command in effects.commands:
             self.telemetry.command(command)
@@ -181,6 +204,7 @@ class PlanAgent:
             if plan is not None and plan.control.origin != "escalation":
                 changed = any(run.status == "succeeded" for run in plan.runs.values())
                 self.telemetry.plan_completed(plan.control.origin, changed)
+        return processed
 
     def _open_new_reviews(self, book: IncidentBook, effects: Effects, partition: int, now: datetime) -> int:
         """Take review requests the orchestrator just raised (a failed plan) into the book; return how many."""
@@ -192,7 +216,7 @@ class PlanAgent:
                 opened += 1
         return opened
 
-    def _request(self, value: bytes | None, partition: int, now: datetime) -> Effects | None:
+    def _request(self, value: bytes | None, partition: int, now: datetime) -> Processed | None:
         try:
             request = ReviewRequest.model_validate(self.codec.decode(value, "ReviewRequest").record)
         except (DecodeError, ValidationError) as exc:
@@ -202,6 +226,8 @@ class PlanAgent:
             return None  # a later state this agent published, read back; only new requests open a review
         incident_id = request.incident_id or request.event_id
         book = self._load(incident_id)
+        if (again := self._sent_before(book)) is not None:
+            return again
         if request.review_id in book.reviews:
             return None  # delivered again
         if request.decision is None:
@@ -209,10 +235,9 @@ class PlanAgent:
                            "verdicts on it cannot be applied", request.review_id)
             return None
         effects = self.desk.open(book, request, partition, now)
-        self._finish(incident_id, book, effects, partition, now, opened=int(request.review_id in book.reviews))
-        return effects
+        return self._finish(incident_id, book, effects, partition, now, opened=int(request.review_id in book.reviews))
 
-    def _verdict(self, value: bytes | None, partition: int, now: datetime) -> Effects | None:
+    def _verdict(self, value: bytes | None, partition: int, now: datetime) -> Processed | None:
         try:
             verdict = ReviewVerdict.model_validate(self.codec.decode(value, "ReviewVerdict").record)
         except (DecodeError, ValidationError) as exc:
@@ -222,6 +247,8 @@ class PlanAgent:
             logger.error("review verdict %s ignored: it names no incident", verdict.verdict_id)
             return None
         book = self._load(verdict.incident_id)
+        if (again := self._sent_before(book)) is not None:
+            return again
         if verdict.review_id not in book.reviews:
             logger.warning("verdict waits for its review request review=%s verdict=%s operator=%s",
                            verdict.review_id, verdict.verdict_id, verdict.operator)
@@ -237,10 +264,9 @@ class PlanAgent:
                               and review.status != "pending"), None)
                 self.telemetry.verdict(verdict.kind, record.reason_code != "verdict-rejected", verdict.incident_id,
                                        ended, now)
-        self._finish(verdict.incident_id, book, effects, partition, now)
-        return effects
+        return self._finish(verdict.incident_id, book, effects, partition, now)
 
-    def _result(self, value: bytes | None, now: datetime) -> Effects | None:
+    def _result(self, value: bytes | None, now: datetime) -> Processed | None:
         try:
             result = ActionResult.model_validate(self.codec.decode(value, "ActionResult").record)
         except (DecodeError, ValidationError) as exc:
@@ -249,6 +275,8 @@ class PlanAgent:
         if result.incident_id is None:
             return None
         book = self._load(result.incident_id)
+        if (again := self._sent_before(book)) is not None:
+            return again
         plan = book.plans.get(result.decision_id)
         if plan is None:
             logger.warning("result for an unknown plan ignored incident=%s decision=%s command=%s",
@@ -259,8 +287,7 @@ class PlanAgent:
             plan.contained_ms = epoch_ms(now)
             if plan.control.first_seen is not None:
                 self.telemetry.contained(result.incident_id, plan.control.first_seen, now)
-        self._finish(result.incident_id, book, effects, plan.partition, now)
-        return effects
+        return self._finish(result.incident_id, book, effects, plan.partition, now)
 
     def _messages(self, effects: Effects) -> Processed:
         messages = []
