@@ -19,6 +19,7 @@ from mitigate.automation import AutomationSettings
 from mitigate.codec import AvroCodec, create_registry_client
 from mitigate.correlation import IncidentEngine
 from mitigate.decision import Decider
+from mitigate.faust_seek import guard_seek
 from mitigate.intake import DetectorCatalog, Intake
 from mitigate.models import MetricsWindow
 from mitigate.operators import load_operators
@@ -56,6 +57,7 @@ def broker_urls(bootstrap_servers: str) -> list[str]:
 
 
 def create_worker(settings: WorkerSettings) -> Worker:
+    guard_seek()
     topology = settings.topology()
     registry = create_registry_client(settings.schema_registry_url) if settings.schema_registry_url else None
     codec = AvroCodec(SchemaRepository(), registry)
