@@ -593,8 +593,17 @@ def _follow(consumer: Consumer, codec: AvroCodec, stop_at: float | None) -> Iter
             yield request
 
 
+# Errors the consumer reports while its brokers are down or restarting.
+RECONNECTING = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE})
+
+
 def poll_values(consumer: Consumer, stop_at: float | None) -> Iterator[bytes | None]:
-    """Yield the value of each message the consumer reads until `stop_at` (time.monotonic), or forever if None."""
+    """Yield the value of each message the consumer reads until `stop_at` (time.monotonic), or forever if None.
+
+    A lost connection to the brokers is waited out, not raised: a watch or a
+    wait for a verdict's record goes on across a broker restart.
+    """
+    warned = False
     while stop_at is None or time.monotonic() < stop_at:
         wait = 0.5 if stop_at is None else min(0.5, max(0.0, stop_at - time.monotonic()))
         message = consumer.poll(wait)
@@ -604,6 +613,15 @@ def poll_values(consumer: Consumer, stop_at: float | None) -> Iterator[bytes | N
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
                 continue
+            if error.code() in RECONNECTING:
+                # librdkafka reconnects on its own and resumes from the same position.
+                if not warned:
+                    sys.stderr.write(f"mitigate: lost the connection to Kafka ({error.str()}); waiting for it\n")
+                    warned = True
+                continue
             raise ReviewToolError(f"consuming {message.topic()} failed: {error.str()}")
+        if warned:
+            sys.stderr.write("mitigate: reading from Kafka again\n")
+            warned = False
         yield message.value()
 

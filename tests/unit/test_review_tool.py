@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -187,3 +188,67 @@ def test_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> No
 
     assert exit_info.value.code == 2
     assert "usage: mitigate review" in capsys.readouterr().err
+
+
+class _Error:
+    def __init__(self, code: int) -> None:
+        self._code = code
+
+    def code(self) -> int:
+        return self._code
+
+    def str(self) -> str:
+        return f"error {self._code}"
+
+
+class _Message:
+    def __init__(self, value: bytes | None = None, error: int | None = None) -> None:
+        self._value = value
+        self._error = _Error(error) if error is not None else None
+
+    def error(self) -> _Error | None:
+        return self._error
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def topic(self) -> str:
+        return "reviews.requests"
+
+
+class _Consumer:
+    """Hands out a fixed list of messages, then nothing."""
+
+    def __init__(self, messages: list[_Message]) -> None:
+        self.messages = messages
+
+    def poll(self, timeout: float) -> _Message | None:
+        return self.messages.pop(0) if self.messages else None
+
+
+def test_poll_values_waits_out_a_broker_outage(capsys: pytest.CaptureFixture[str]) -> None:
+    from confluent_kafka import KafkaError
+
+    from mitigate.review_tool import poll_values
+
+    consumer = _Consumer([_Message(b"before"), _Message(error=KafkaError._ALL_BROKERS_DOWN),
+                          _Message(error=KafkaError._TRANSPORT), _Message(b"after")])
+
+    values = list(poll_values(consumer, time.monotonic() + 0.5))  # type: ignore[arg-type]
+
+    assert values == [b"before", b"after"]
+    assert capsys.readouterr().err.splitlines() == [
+        f"mitigate: lost the connection to Kafka (error {KafkaError._ALL_BROKERS_DOWN}); waiting for it",
+        "mitigate: reading from Kafka again",
+    ]
+
+
+def test_poll_values_raises_other_errors() -> None:
+    from confluent_kafka import KafkaError
+
+    from mitigate.review_tool import ReviewToolError, poll_values
+
+    consumer = _Consumer([_Message(error=KafkaError.TOPIC_AUTHORIZATION_FAILED)])
+
+    with pytest.raises(ReviewToolError, match="consuming reviews.requests failed"):
+        list(poll_values(consumer, time.monotonic() + 0.5))  # type: ignore[arg-type]
