@@ -17,6 +17,7 @@ from mitigate import __version__
 from mitigate.arguments import duration_argument, positive_int
 from mitigate.codec import AvroCodec, create_registry_client
 from mitigate.errors import MitigateError, PolicyError
+from mitigate.logs import configure_tool_logging
 from mitigate.executor.cli import add_parser as add_executor_parser
 from mitigate.models import AnomalyEvent, PolicyVersion
 from mitigate.audit import add_parser as add_audit_parser
@@ -32,7 +33,7 @@ EXIT_ERROR = 1
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_tool_logging()
     try:
         return int(args.handler(args))
     except PolicyError as exc:

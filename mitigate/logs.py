@@ -54,8 +54,8 @@ class RepeatFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__(TEXT_FORMAT)
+    def __init__(self, fmt: str = TEXT_FORMAT) -> None:
+        super().__init__(fmt)
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -89,6 +89,18 @@ def _repeat_note(record: logging.LogRecord) -> str:
     if period:
         return f" (further messages like this are limited for {period:.0f} s)"
     return ""
+
+
+def configure_tool_logging() -> None:
+    """Log warnings and errors of a command-line tool to stderr, each kind at most `RepeatFilter.limit` a minute.
+
+    While a broker is down, the Kafka client reports every failed connection;
+    the limit keeps a tool's output readable.
+    """
+    handler = logging.StreamHandler()
+    handler.setFormatter(TextFormatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RepeatFilter())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
 
 
 def logging_config(log_format: str, level: str) -> dict[str, Any]:
