@@ -25,7 +25,7 @@ from mitigate.models import MetricsWindow
 from mitigate.operators import load_operators
 from mitigate.orchestration import Orchestrator
 from mitigate.pipeline import DecisionStage, Pipeline
-from mitigate.redelivery import SentLog
+from mitigate.redelivery import Journal, PrefixedStore, SentLog
 from mitigate.review import ReviewDesk
 from mitigate.telemetry import Telemetry, default_worker_name
 from mitigate.web import add_pages
@@ -113,19 +113,23 @@ def create_worker(settings: WorkerSettings) -> Worker:
     pipeline = Pipeline(topology=topology, codec=codec, intake=intake, assets=assets.lookup)
     anomalies = AnomalyAgent(app, _source(app, topology.anomalies, partitions), pipeline, sender, telemetry)
 
+    # Everything the signals agent keeps lives in one table, so that its changelog
+    # partition holds one signal's log entry and state writes in the order written.
+    decide_state = state_table(app, "decide-table", partitions)
+    journal = Journal()
     engine = IncidentEngine(
         settings=automation,
         decider=Decider(default_review_timeout=timedelta(seconds=settings.review_timeout_s),
                         clock=lambda: datetime.now(UTC)),
         policies=policies.index,
         silences=silences.silences,
-        incidents=state_table(app, "incident-table", partitions),
-        fingerprints=state_table(app, "fingerprint-table", partitions),
-        budgets=state_table(app, "budget-table", partitions),
-        runs=state_table(app, "run-table", partitions),
+        incidents=journal.store("incidents", PrefixedStore(decide_state, "incident:")),
+        fingerprints=journal.store("fingerprints", PrefixedStore(decide_state, "fingerprint:")),
+        budgets=journal.store("budgets", PrefixedStore(decide_state, "budget:")),
+        runs=journal.store("runs", PrefixedStore(decide_state, "run:")),
     )
     stage = DecisionStage(topology=topology, codec=codec, engine=engine,
-                          sent=SentLog(state_table(app, "sent-table", partitions)))
+                          sent=SentLog(PrefixedStore(decide_state, "sent:")), journal=journal)
     breaker_store = shared_table(app, "breaker-table", partitions)
     signals = SignalAgent(app, _source(app, topology.signals, partitions), stage, sender,
                           automation.circuit_breaker, breaker_store, telemetry)

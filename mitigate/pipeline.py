@@ -29,7 +29,7 @@ from mitigate.models import AssetContext, AvroModel, Signal
 from mitigate.topology import Topology
 
 if TYPE_CHECKING:
-    from mitigate.redelivery import SentLog
+    from mitigate.redelivery import Journal, SentLog
 
 logger = logging.getLogger(__name__)
 
@@ -103,13 +103,17 @@ class DecisionStage:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         pipeline_version: str = __version__,
         sent: SentLog | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.topology = topology
         self.codec = codec
         self.engine = engine
         self.clock = clock
         self.pipeline_version = pipeline_version
+        # With both, a redelivered signal is answered from the log (mitigate.redelivery);
+        # the journal must be the one the engine's stores write through.
         self.sent = sent
+        self.journal = journal
 
     def process(self, message: SourceMessage, breaker: Breaker) -> Processed:
         try:
@@ -127,13 +131,23 @@ class DecisionStage:
             again = self.sent.get(signal.event.event_id)
             if again is not None:
                 logger.debug("signal delivered again event_id=%s source=%s: sending its %d messages again",
-                            signal.event.event_id, message.coordinates(), len(again))
-                return Processed(again, signal=signal)
+                            signal.event.event_id, message.coordinates(), len(again.messages))
+                if self.journal is not None:
+                    self.journal.apply(again.writes)  # completes what a crash may have cut short
+                return Processed(again.messages, signal=signal)
 
-        decision = self.engine.process(signal, breaker)
-        messages = self._encode(decision, signal.event.entity, signal.trace_id)
+        if self.journal is not None:
+            self.journal.begin()
+        try:
+            decision = self.engine.process(signal, breaker)
+            messages = self._encode(decision, signal.event.entity, signal.trace_id)
+        finally:
+            writes = self.journal.end() if self.journal is not None else ()
         if self.sent is not None:
-            self.sent.put(message.partition, signal.event.event_id, messages)
+            # Logged before the writes are applied: see mitigate.redelivery.
+            self.sent.put(message.partition, signal.event.event_id, messages, writes)
+        if self.journal is not None:
+            self.journal.apply(writes)
         return Processed(messages, decision=decision, signal=signal)
 
     def _encode(self, decision: Decision, entity: str, trace_id: str) -> tuple[Outgoing, ...]:

@@ -1,11 +1,19 @@
-"""Outputs kept per signal, so that a signal delivered again after a crash gets the same messages.
+"""Outputs and state writes kept per signal, so that a signal delivered again after a crash changes nothing twice.
 
 Processing is at least once: after a worker crash, the signals read since the
-last offset commit are delivered again, while the incident state they changed
-has already been recovered from its changelog. Deciding them again against
-that state would give one event a second, different decision record. Instead,
-the messages a signal produced are kept, and a signal seen before gets exactly
-those messages again (consumers deduplicate by their ids).
+last offset commit are delivered again. Deciding one again against state it
+already changed would give it a second, different decision (a repeat of
+itself). Instead, each decision is made against a journal: the engine's
+writes are held back, the signal's messages and those writes are logged
+under its event id, and only then are the writes applied. All of it goes to
+one table, so both the local store and the table's changelog partition keep
+the writes in that order, and a crash leaves a prefix of them:
+
+- no log entry: no state changed, and the signal is decided again;
+- a log entry: its messages are sent again, and its writes are applied again,
+  which completes state a crash cut short. Signals delivered again come in
+  their original order, so one that overwrote the same keys later applies its
+  own writes after.
 
 Entries are kept for the last `capacity` signals of each partition: slot
 `n % capacity` of a partition's ring names the event whose entry is dropped
@@ -17,7 +25,8 @@ of thousands of signals a second on a partition.
 from __future__ import annotations
 
 import base64
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
 
 import orjson
 
@@ -25,40 +34,146 @@ from mitigate.pipeline import Outgoing
 
 DEFAULT_CAPACITY = 20_000
 
+# One write of the journal: store name, key, and the new value or None for a deletion.
+Write = tuple[str, str, bytes | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What one signal produced: the messages sent and the state writes made."""
+
+    messages: tuple[Outgoing, ...]
+    writes: tuple[Write, ...] = ()
+
+
+class Journal:
+    """Holds back the writes of one decision to a set of named stores, in order, until they are applied."""
+
+    def __init__(self) -> None:
+        self.stores: dict[str, MutableMapping[str, bytes]] = {}
+        self._pending: dict[tuple[str, str], bytes | None] = {}
+        self._writes: list[Write] = []
+        self._recording = False
+
+    def store(self, name: str, backing: MutableMapping[str, bytes]) -> JournaledStore:
+        """Return a view of `backing` whose writes go through this journal."""
+        self.stores[name] = backing
+        return JournaledStore(self, name, backing)
+
+    def begin(self) -> None:
+        self._pending.clear()
+        self._writes.clear()
+        self._recording = True
+
+    def end(self) -> tuple[Write, ...]:
+        """Stop holding writes back; return those held, for logging and then apply()."""
+        writes = tuple(self._writes)
+        self._pending.clear()
+        self._writes.clear()
+        self._recording = False
+        return writes
+
+    def apply(self, writes: tuple[Write, ...]) -> None:
+        for name, key, value in writes:
+            store = self.stores[name]
+            if value is None:
+                store.pop(key, None)
+            else:
+                store[key] = value
+
+
+class JournaledStore(MutableMapping[str, bytes]):
+    """A store whose writes the journal holds back while it records; reads see the held writes."""
+
+    def __init__(self, journal: Journal, name: str, backing: MutableMapping[str, bytes]) -> None:
+        self.journal = journal
+        self.name = name
+        self.backing = backing
+
+    def __getitem__(self, key: str) -> bytes:
+        journal = self.journal
+        if journal._recording and (self.name, key) in journal._pending:
+            value = journal._pending[(self.name, key)]
+            if value is None:
+                raise KeyError(key)
+            return value
+        return self.backing[key]
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self._write(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self[key]  # KeyError when absent, as a mapping must
+        self._write(key, None)
+
+    def _write(self, key: str, value: bytes | None) -> None:
+        journal = self.journal
+        if not journal._recording:
+            if value is None:
+                del self.backing[key]
+            else:
+                self.backing[key] = value
+            return
+        journal._pending[(self.name, key)] = value
+        journal._writes.append((self.name, key, value))
+
+    def __iter__(self) -> Iterator[str]:
+        # NOTE: iterates the backing store only; the engine never iterates while recording.
+        return iter(self.backing)
+
+    def __len__(self) -> int:
+        return len(self.backing)
+
+
+def _b64(value: bytes | None) -> str | None:
+    return base64.b64encode(value).decode() if value is not None else None
+
+
+def _unb64(value: str | None) -> bytes | None:
+    return base64.b64decode(value) if value is not None else None
+
 
 class SentLog:
-    """The messages sent for recent signals, by event id, in a string-keyed store."""
+    """The messages and state writes of recent signals, by event id, in a string-keyed store."""
 
     def __init__(self, store: MutableMapping[str, bytes], capacity: int = DEFAULT_CAPACITY) -> None:
         self.store = store
         self.capacity = capacity
 
-    def get(self, event_id: str) -> tuple[Outgoing, ...] | None:
+    def get(self, event_id: str) -> Sent | None:
         raw = self.store.get(f"event|{event_id}")
         if raw is None:
             return None
-        return tuple(
+        entry = orjson.loads(raw)
+        if isinstance(entry, list):  # written before state writes were logged
+            entry = {"messages": entry, "writes": []}
+        messages = tuple(
             Outgoing(
                 topic=item["topic"],
-                key=base64.b64decode(item["key"]) if item["key"] is not None else None,
+                key=_unb64(item["key"]),
                 value=base64.b64decode(item["value"]),
                 headers=tuple((name, base64.b64decode(value)) for name, value in item["headers"]),
             )
-            for item in orjson.loads(raw)
+            for item in entry["messages"]
         )
+        writes = tuple((name, key, _unb64(value)) for name, key, value in entry["writes"])
+        return Sent(messages, writes)
 
-    def put(self, partition: int, event_id: str, messages: tuple[Outgoing, ...]) -> None:
-        entries = [
-            {
-                "topic": message.topic,
-                "key": base64.b64encode(message.key).decode() if message.key is not None else None,
-                "value": base64.b64encode(message.value).decode(),
-                "headers": [[name, base64.b64encode(value).decode()] for name, value in message.headers],
-            }
-            for message in messages
-        ]
-        self.store[f"event|{event_id}"] = orjson.dumps(entries)
-
+    def put(self, partition: int, event_id: str, messages: tuple[Outgoing, ...],
+            writes: tuple[Write, ...] = ()) -> None:
+        entry = {
+            "messages": [
+                {
+                    "topic": message.topic,
+                    "key": _b64(message.key),
+                    "value": _b64(message.value),
+                    "headers": [[name, _b64(value)] for name, value in message.headers],
+                }
+                for message in messages
+            ],
+            "writes": [[name, key, _b64(value)] for name, key, value in writes],
+        }
+        # The ring first: a crash before the entry costs a slot, never an entry that no slot names.
         cursor_key = f"cursor|{partition}"
         raw_cursor = self.store.get(cursor_key)
         cursor = int(raw_cursor) if raw_cursor else 0
@@ -68,3 +183,28 @@ class SentLog:
             self.store.pop(f"event|{evicted.decode()}", None)
         self.store[slot_key] = event_id.encode()
         self.store[cursor_key] = str(cursor + 1).encode()
+        self.store[f"event|{event_id}"] = orjson.dumps(entry)
+
+
+class PrefixedStore(MutableMapping[str, bytes]):
+    """Keys of one store under a prefix of a shared one, so that several stores share one table."""
+
+    def __init__(self, backing: MutableMapping[str, bytes], prefix: str) -> None:
+        self.backing = backing
+        self.prefix = prefix
+
+    def __getitem__(self, key: str) -> bytes:
+        return self.backing[self.prefix + key]
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.backing[self.prefix + key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.backing[self.prefix + key]
+
+    def __iter__(self) -> Iterator[str]:
+        size = len(self.prefix)
+        return (key[size:] for key in self.backing if key.startswith(self.prefix))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

@@ -1,15 +1,19 @@
-"""SentLog: a signal delivered again after a crash gets the messages it got the first time."""
+"""SentLog and Journal: a signal delivered again after a crash gets the messages it got the first time,
+and the state ends as if it had been decided once."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+
+import orjson
+import pytest
 
 from mitigate.automation import AutomationSettings
 from mitigate.correlation import IncidentEngine
 from mitigate.decision import Decider
 from mitigate.limits import ShardedBreaker
 from mitigate.pipeline import DecisionStage, Outgoing
-from mitigate.redelivery import SentLog
+from mitigate.redelivery import Journal, PrefixedStore, Sent, SentLog
 from tests.unit.builders import CONFIG_DIR
 # The pipeline tests' fixtures (codec, pipeline, tables) build the first step and the shipped policy table.
 from tests.unit.test_pipeline import TOPOLOGY, codec, event_message, pipeline, signal_message, tables  # noqa: F401
@@ -22,9 +26,9 @@ MESSAGES = (
 
 def test_sent_log_round_trip() -> None:
     log = SentLog({})
-    log.put(3, "event-1", MESSAGES)
+    log.put(3, "event-1", MESSAGES, (("incidents", "incident-1", b"{}"), ("runs", "cap", None)))
 
-    assert log.get("event-1") == MESSAGES
+    assert log.get("event-1") == Sent(MESSAGES, (("incidents", "incident-1", b"{}"), ("runs", "cap", None)))
 
 
 def test_sent_log_unknown_event() -> None:
@@ -38,8 +42,8 @@ def test_sent_log_drops_oldest() -> None:
         log.put(0, f"event-{index}", MESSAGES)
 
     assert log.get("event-0") is None
-    assert log.get("event-1") == MESSAGES
-    assert log.get("event-2") == MESSAGES
+    assert log.get("event-1") == Sent(MESSAGES)
+    assert log.get("event-2") == Sent(MESSAGES)
     assert len([key for key in store if key.startswith("event|")]) == 2
 
 
@@ -48,8 +52,8 @@ def test_sent_log_rings_per_partition() -> None:
     log.put(0, "event-a", MESSAGES)
     log.put(1, "event-b", MESSAGES)
 
-    assert log.get("event-a") == MESSAGES
-    assert log.get("event-b") == MESSAGES
+    assert log.get("event-a") == Sent(MESSAGES)
+    assert log.get("event-b") == Sent(MESSAGES)
 
 
 def test_redelivered_signal_same_messages(codec, pipeline, tables) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
@@ -86,3 +90,96 @@ def test_without_log_decided_twice(codec, pipeline, tables) -> None:  # type: ig
 
     assert again.decision is not None
     assert again.decision.record.reason_code == "duplicate"
+
+
+def test_sent_log_reads_entries_without_writes() -> None:
+    store: dict[str, bytes] = {}
+    SentLog(store).put(0, "event-1", MESSAGES)
+    entry = orjson.loads(store["event|event-1"])
+    store["event|event-1"] = orjson.dumps(entry["messages"])  # the format before writes were logged
+
+    assert SentLog(store).get("event-1") == Sent(MESSAGES)
+
+
+def test_journal_holds_writes_back_until_applied() -> None:
+    backing: dict[str, bytes] = {"kept": b"1", "dropped": b"2"}
+    journal = Journal()
+    store = journal.store("state", backing)
+
+    journal.begin()
+    store["new"] = b"3"
+    del store["dropped"]
+    seen = (store.get("new"), store.get("dropped"), store.get("kept"))
+    writes = journal.end()
+
+    assert seen == (b"3", None, b"1")
+    assert backing == {"kept": b"1", "dropped": b"2"}
+    assert writes == (("state", "new", b"3"), ("state", "dropped", None))
+    journal.apply(writes)
+    assert backing == {"kept": b"1", "new": b"3"}
+
+
+def test_prefixed_stores_share_one_table() -> None:
+    table: dict[str, bytes] = {}
+    incidents, runs = PrefixedStore(table, "incident:"), PrefixedStore(table, "run:")
+    incidents["a"] = b"1"
+    runs["a"] = b"2"
+
+    assert table == {"incident:a": b"1", "run:a": b"2"}
+    assert list(incidents) == ["a"] and len(runs) == 1
+
+
+def _journaled_stage(codec, tables, table: dict[str, bytes]):  # type: ignore[no-untyped-def]  # noqa: F811
+    automation = AutomationSettings.load(CONFIG_DIR / "automation.yaml")
+    journal = Journal()
+    engine = IncidentEngine(
+        settings=automation, decider=Decider(default_review_timeout=timedelta(minutes=30)),
+        policies=tables.policies, silences=list,
+        incidents=journal.store("incidents", PrefixedStore(table, "incident:")),
+        fingerprints=journal.store("fingerprints", PrefixedStore(table, "fingerprint:")),
+        budgets=journal.store("budgets", PrefixedStore(table, "budget:")),
+        runs=journal.store("runs", PrefixedStore(table, "run:")),
+    )
+    stage = DecisionStage(topology=TOPOLOGY, codec=codec, engine=engine,
+                          sent=SentLog(PrefixedStore(table, "sent:")), journal=journal)
+    return stage, ShardedBreaker(automation.circuit_breaker, {}, "signals:1")
+
+
+class CrashAfter(dict):  # type: ignore[type-arg]
+    """A table that stops taking writes after `limit` of them, as a killed worker would."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.writes = 0
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        if self.writes >= self.limit:
+            raise SystemExit("killed")
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+def _decision_state(table: dict[str, bytes]) -> dict[str, bytes]:
+    """The table without the ring's bookkeeping, which a crash may advance by one slot."""
+    return {key: value for key, value in table.items() if not key.startswith(("sent:slot|", "sent:cursor|"))}
+
+
+def test_crash_at_any_write_decides_once(codec, pipeline, tables) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    (signal,) = pipeline.process(event_message(codec)).messages
+    whole = CrashAfter(1_000)
+    stage, breaker = _journaled_stage(codec, tables, whole)
+    once = stage.process(signal_message(signal), breaker)
+    assert once.decision is not None and once.decision.record.outcome == "auto"
+
+    for kept in range(whole.writes):
+        table = CrashAfter(kept)
+        crashed, breaker = _journaled_stage(codec, tables, table)
+        with pytest.raises(SystemExit):
+            crashed.process(signal_message(signal), breaker)
+        table.limit = 1_000
+        restarted, breaker = _journaled_stage(codec, tables, table)
+        again = restarted.process(signal_message(signal), breaker)
+
+        assert again.messages == once.messages, f"crash after {kept} writes"
+        assert _decision_state(table) == _decision_state(whole), f"crash after {kept} writes"
