@@ -15,6 +15,7 @@ import orjson
 from mitigate.agents.anomalies import AnomalyAgent, ResultAgent, Sender, SignalAgent
 from mitigate.agents.orchestrate import PlanAgent
 from mitigate.agents.reference import AssetTable, PolicyTable, SilenceTable, shared_table, state_table
+from mitigate.reference_reader import ReferenceReader, ReferenceSource
 from mitigate.automation import AutomationSettings
 from mitigate.codec import AvroCodec, create_registry_client
 from mitigate.correlation import IncidentEngine
@@ -45,6 +46,7 @@ class Worker:
     app: faust.App
     pipeline: Pipeline
     stage: DecisionStage
+    reference: ReferenceReader
     policies: PolicyTable
     assets: AssetTable
     silences: SilenceTable
@@ -99,9 +101,15 @@ def create_worker(settings: WorkerSettings) -> Worker:
     add_pages(app, telemetry)
     _publish_windows(app, sender, codec, telemetry, topology.metrics)
 
-    policies = PolicyTable(app, _source(app, topology.policies, 1), 1, codec)
-    assets = AssetTable(app, _source(app, topology.assets, partitions), partitions, codec)
-    silences = SilenceTable(app, _source(app, topology.silences, 1), 1, codec)
+    policy_source = ReferenceSource(topology.policies, "policy")
+    asset_source = ReferenceSource(topology.assets, "asset")
+    silence_source = ReferenceSource(topology.silences, "silence")
+    reference = ReferenceReader(settings.bootstrap_servers, [policy_source, asset_source, silence_source],
+                                settings.app_id)
+    _run_reference_reader(app, reference)
+    policies = PolicyTable(reference, policy_source, codec)
+    assets = AssetTable(asset_source, codec)
+    silences = SilenceTable(reference, silence_source, codec)
 
     intake = Intake(
         codec,
@@ -111,7 +119,8 @@ def create_worker(settings: WorkerSettings) -> Worker:
         max_event_bytes=settings.max_event_bytes,
     )
     pipeline = Pipeline(topology=topology, codec=codec, intake=intake, assets=assets.lookup)
-    anomalies = AnomalyAgent(app, _source(app, topology.anomalies, partitions), pipeline, sender, telemetry)
+    anomalies = AnomalyAgent(app, _source(app, topology.anomalies, partitions), pipeline, sender, telemetry,
+                             reference)
 
     # Everything the signals agent keeps lives in one table, so that its changelog
     # partition holds one signal's log entry and state writes in the order written.
@@ -132,7 +141,7 @@ def create_worker(settings: WorkerSettings) -> Worker:
                           sent=SentLog(PrefixedStore(decide_state, "sent:")), journal=journal)
     breaker_store = shared_table(app, "breaker-table", partitions)
     signals = SignalAgent(app, _source(app, topology.signals, partitions), stage, sender,
-                          automation.circuit_breaker, breaker_store, telemetry)
+                          automation.circuit_breaker, breaker_store, telemetry, reference)
     ResultAgent(app, _source(app, topology.action_results, partitions), codec,
                 automation.circuit_breaker, breaker_store, telemetry)
     orchestrator = Orchestrator(automation.orchestration, codec)
@@ -144,7 +153,7 @@ def create_worker(settings: WorkerSettings) -> Worker:
     PlanAgent(app, topology, orchestrator, desk, codec, sender, state_table(app, "plan-table", partitions),
               partitions, telemetry)
 
-    worker = Worker(app, pipeline, stage, policies, assets, silences, anomalies, signals)
+    worker = Worker(app, pipeline, stage, reference, policies, assets, silences, anomalies, signals)
     if settings.ready_file is not None:
         _report_readiness(worker, settings.ready_file)
     return worker
@@ -168,6 +177,19 @@ def _publish_windows(app: faust.App, sender: Sender, codec: AvroCodec, telemetry
     app.on_before_shutdown.connect(publish_all)
 
 
+def _run_reference_reader(app: faust.App, reader: ReferenceReader) -> None:
+    """Start the reader's thread when the worker starts, and stop it when the worker stops."""
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def start_reference_reader() -> None:
+        reader.start()
+
+    async def stop_reader(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        reader.stop()
+
+    app.on_before_shutdown.connect(stop_reader)
+
+
 def _source(app: faust.App, name: str, partitions: int) -> faust.TopicT:
     return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)
 
@@ -178,11 +200,15 @@ def _report_readiness(worker: Worker, path: Path) -> None:
 
     @worker.app.timer(READY_INTERVAL_S, name="ready-file")  # type: ignore[untyped-decorator]
     async def write_ready_file() -> None:
+        # Until the reference topics are read, the policy and silence counts stay 0: building
+        # the policy index after every batch of a long read would only hold up the event loop.
+        loaded = worker.reference.loaded.is_set()
         state = {
             "pid": os.getpid(),
-            "policies": len(worker.policies.index()),
+            "reference_loaded": loaded,
+            "policies": len(worker.policies.index()) if loaded else 0,
             "assets": worker.assets.count(),
-            "silences": len(worker.silences.silences()),
+            "silences": len(worker.silences.silences()) if loaded else 0,
             "processed": worker.anomalies.processed,
             "decided": worker.signals.decided,
         }

@@ -1,1 +1,1 @@
-"""Faust agents of the pipeline: reference-table feeds and the anomaly stream."""
+"""Faust agents of the pipeline: the anomaly and signal streams, action results and orchestration."""

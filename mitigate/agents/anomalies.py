@@ -17,6 +17,7 @@ from mitigate.intake import SourceMessage
 from mitigate.limits import ShardedBreaker
 from mitigate.models import ActionResult
 from mitigate.pipeline import DecisionStage, Pipeline, Processed
+from mitigate.reference_reader import ReferenceReader
 from mitigate.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -66,14 +67,17 @@ class AnomalyAgent:
     """Runs intake and enrich for each event of the anomalies topic."""
 
     def __init__(self, app: faust.App, source: faust.TopicT, pipeline: Pipeline, sender: Sender,
-                 telemetry: Telemetry) -> None:
+                 telemetry: Telemetry, reference: ReferenceReader) -> None:
         self.pipeline = pipeline
+        self.reference = reference
         self.sender = sender
         self.telemetry = telemetry
         self.processed = 0
         app.agent(source, name="anomalies")(self._run)
 
     async def _run(self, stream: faust.StreamT[bytes]) -> None:
+        # Enrichment needs the assets published before the worker started.
+        await self.reference.wait_loaded()
         async for event in stream.events():
             processed = self.pipeline.process(source_message(event.message))
             await self.sender.send(processed)
@@ -88,9 +92,10 @@ class SignalAgent:
 
     def __init__(
         self, app: faust.App, source: faust.TopicT, stage: DecisionStage, sender: Sender,
-        breaker_settings: CircuitBreaker, breaker_store: Any, telemetry: Telemetry,
+        breaker_settings: CircuitBreaker, breaker_store: Any, telemetry: Telemetry, reference: ReferenceReader,
     ) -> None:
         self.stage = stage
+        self.reference = reference
         self.sender = sender
         self.telemetry = telemetry
         self.breaker_settings = breaker_settings
@@ -99,6 +104,8 @@ class SignalAgent:
         app.agent(source, name="signals")(self._run)
 
     async def _run(self, stream: faust.StreamT[bytes]) -> None:
+        # Deciding needs the policies and silences published before the worker started.
+        await self.reference.wait_loaded()
         async for event in stream.events():
             message = source_message(event.message)
             breaker = ShardedBreaker(self.breaker_settings, self.breaker_store, f"signals:{message.partition}")

@@ -1,14 +1,16 @@
-"""Policy and asset tables: compacted topics feeding changelog-backed global tables.
+"""Policy, asset and silence tables read from their compacted topics, and the Faust tables of agent state.
 
-Each feed agent consumes its compacted topic and writes every record into a
-GlobalTable, whose Faust changelog lets a restarted worker recover the table
-and lets every worker of the group see every record.
+The compacted `policies`, `assets` and `silences` topics hold the latest record
+of every key, so a ReferenceReader reads them directly into memory (see
+mitigate/reference_reader.py): every worker reads every record, a restarted
+worker reads them again from the beginning, and updates and tombstones apply
+while it runs.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import faust
@@ -20,6 +22,7 @@ from mitigate.codec import AvroCodec
 from mitigate.errors import DecodeError
 from mitigate.models import AssetContext, PolicyVersion, Silence
 from mitigate.policy import ActivePolicy, PolicyIndex, policy_from_json
+from mitigate.reference_reader import ReferenceReader, ReferenceSource
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +31,7 @@ class RawGlobalTable(GlobalTable):
     """A GlobalTable that stores keys and values as the bytes it is given.
 
     Faust derives a table's serializers from its key and value types and falls
-    back to JSON; the reference tables hold Avro bytes, which must pass through
-    unchanged.
+    back to JSON; the circuit breaker's shards are stored as given bytes.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -51,78 +53,54 @@ def _global_table(app: faust.App, name: str, partitions: int, on_change: Callabl
         is_global=True,
         on_changelog_event=changed,
         on_recover=changed,
-        help=f"{name} fed from a compacted topic",
+        help=f"{name}, read in full by every worker",
     )
     app.tables.add(table)
     return table
 
 
-def feed_agent(
-    table: RawGlobalTable, kind: str, changed: Callable[[], None]
-) -> Callable[[faust.StreamT[bytes]], Coroutine[Any, Any, None]]:
-    """Return the agent that copies a compacted topic into `table`: a value sets its key, a tombstone deletes it."""
-
-    async def feed(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            key = event.message.key
-            if key is None:
-                logger.error("%s message without key ignored source=%s[%d]@%d", kind,
-                             event.message.topic, event.message.partition, event.message.offset)
-                continue
-            if event.value is None:
-                table.pop(key, None)
-            else:
-                table[key] = event.value
-            changed()
-
-    return feed
-
-
 class PolicyTable:
-    """The policies in force: a table of every PolicyVersion, and an index of the latest ones.
+    """The policies in force: every PolicyVersion of the policies topic, and an index of the latest ones.
 
-    NOTE: on the first start of a new application id, the anomaly agent may
-    process events before the feed agent has read the policies topic. Such
-    events get the no-policy default (review). A restarted worker recovers the table
-    before any agent runs, so only a fresh deployment with a backlog is affected.
+    The agents wait until the reader has read the policies topic up to its end
+    offset as of the worker's start, so every event is decided with at least
+    the policies published before the worker started.
     """
 
-    def __init__(self, app: faust.App, topic: faust.TopicT, partitions: int, codec: AvroCodec) -> None:
+    def __init__(self, reader: ReferenceReader, source: ReferenceSource, codec: AvroCodec) -> None:
         self.codec = codec
-        self.table = _global_table(app, "policy-table", partitions, self.invalidate)
-        self._index: PolicyIndex | None = None
-        app.agent(topic, name="policy-feed")(feed_agent(self.table, "policy", self.invalidate))
-
-    def invalidate(self) -> None:
-        self._index = None
+        self.reader = reader
+        self.source = source
+        self._index: tuple[int, PolicyIndex] | None = None
 
     def index(self) -> PolicyIndex:
-        if self._index is None:
+        if self._index is None or self._index[0] != self.source.version:
             self._index = self._build_index()
-        return self._index
+        return self._index[1]
 
-    def _build_index(self) -> PolicyIndex:
+    def _build_index(self) -> tuple[int, PolicyIndex]:
+        version, items = self.reader.snapshot(self.source)
         latest: dict[str, PolicyVersion] = {}
-        for key, value in self.table.items():
-            version = self._decode(value, key)
-            if version is None:
+        for key, value in items:
+            policy_version = self._decode(value, key)
+            if policy_version is None:
                 continue
-            current = latest.get(version.policy_id)
-            if current is None or version.version > current.version:
-                latest[version.policy_id] = version
+            current = latest.get(policy_version.policy_id)
+            if current is None or policy_version.version > current.version:
+                latest[policy_version.policy_id] = policy_version
 
         active: list[ActivePolicy] = []
-        for version in latest.values():
-            if version.deleted:
+        for policy_version in latest.values():
+            if policy_version.deleted:
                 continue
             try:
-                active.append(policy_from_json(version.document, version.version))
+                active.append(policy_from_json(policy_version.document, policy_version.version))
             except ValidationError as exc:
                 # Publishing validates every document, so this means a writer bypassed `mitigate policy publish`.
                 logger.error("policy=%s version=%d has an invalid document and is ignored: %s",
-                             version.policy_id, version.version, exc)
+                             policy_version.policy_id, policy_version.version, exc)
         logger.info("policy index rebuilt policies=%d", len(active))
-        return PolicyIndex(active)
+        return version, PolicyIndex(active)
 
     def _decode(self, value: bytes, key: bytes) -> PolicyVersion | None:
         try:
@@ -132,17 +110,15 @@ class PolicyTable:
             return None
 
 
-
 class AssetTable:
-    """Asset context by entity, as a table of AssetContext bytes."""
+    """Asset context by entity, as a mapping of AssetContext bytes."""
 
-    def __init__(self, app: faust.App, topic: faust.TopicT, partitions: int, codec: AvroCodec) -> None:
+    def __init__(self, source: ReferenceSource, codec: AvroCodec) -> None:
         self.codec = codec
-        self.table = _global_table(app, "asset-table", partitions, lambda: None)
-        app.agent(topic, name="asset-feed")(feed_agent(self.table, "asset", lambda: None))
+        self.source = source
 
     def lookup(self, entity: str) -> AssetContext | None:
-        value = self.table.get(entity.encode())
+        value = self.source.records.get(entity.encode())
         if value is None:
             return None
         try:
@@ -152,33 +128,29 @@ class AssetTable:
             return None
 
     def count(self) -> int:
-        return sum(1 for _ in self.table.keys())
-
+        return len(self.source.records)
 
 
 class SilenceTable:
-    """Silences by id, as a table of Silence bytes and a decoded list."""
+    """Silences by id, as a mapping of Silence bytes and a decoded list."""
 
-    def __init__(self, app: faust.App, topic: faust.TopicT, partitions: int, codec: AvroCodec) -> None:
+    def __init__(self, reader: ReferenceReader, source: ReferenceSource, codec: AvroCodec) -> None:
         self.codec = codec
-        self.table = _global_table(app, "silence-table", partitions, self.invalidate)
-        self._silences: list[Silence] | None = None
-        app.agent(topic, name="silence-feed")(feed_agent(self.table, "silence", self.invalidate))
-
-    def invalidate(self) -> None:
-        self._silences = None
+        self.reader = reader
+        self.source = source
+        self._silences: tuple[int, list[Silence]] | None = None
 
     def silences(self) -> list[Silence]:
-        if self._silences is None:
+        if self._silences is None or self._silences[0] != self.source.version:
+            version, items = self.reader.snapshot(self.source)
             decoded = []
-            for key, value in self.table.items():
+            for key, value in items:
                 try:
                     decoded.append(Silence.model_validate(self.codec.decode(value, "Silence").record))
                 except (DecodeError, ValidationError) as exc:
                     logger.error("silence key=%r cannot be decoded and is ignored: %s", key, exc)
-            self._silences = decoded
-        return self._silences
-
+            self._silences = (version, decoded)
+        return self._silences[1]
 
 
 class TextKeyStore(MutableMapping[str, bytes]):

@@ -226,7 +226,7 @@ def test_policy_update_takes_effect(deployment: Deployment, tmp_path: Path) -> N
     output = run_mitigate("policy", "publish", str(policy), "--author", "integration-test", env=env)
     assert "published  test-storage-latency v1" in output
 
-    # The worker applies the policy once its feed agent has consumed it; an event
+    # The worker applies the policy once its reference reader has read it; an event
     # that arrives before that goes to review, the conservative default.
     for _ in range(20):
         event = anomaly(entity="db-09", subsystem=f"storage/ceph-{uuid.uuid4().hex[:8]}", anomaly_type="latency")

@@ -194,7 +194,7 @@ def test_silence_mutes_then_expires(deployment: Deployment) -> None:
     silence_id = output.split()[1]
 
     muted = None
-    for _ in range(20):  # the worker applies the silence once its feed agent has read it
+    for _ in range(20):  # the worker applies the silence once its reference reader has read it
         event = anomaly(subsystem=subsystem, anomaly_type=f"saturation-{uuid.uuid4().hex[:4]}")
         produce_events(deployment, [event])
         muted = decision_for(deployment, event["event_id"])
