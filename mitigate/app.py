@@ -26,6 +26,7 @@ from mitigate.models import MetricsWindow
 from mitigate.operators import load_operators
 from mitigate.orchestration import Orchestrator
 from mitigate.pipeline import DecisionStage, Pipeline
+from mitigate.producer import WorkerProducer
 from mitigate.redelivery import Journal, PrefixedStore, SentLog
 from mitigate.review import ReviewDesk
 from mitigate.telemetry import Telemetry, default_worker_name
@@ -96,10 +97,12 @@ def create_worker(settings: WorkerSettings) -> Worker:
         producer_linger_ms=5,
         producer_max_batch_size=262144,
     )
-    sender = Sender(app)
+    producer = WorkerProducer(settings.bootstrap_servers, settings.app_id, DEAD_LETTER_MAX_BYTES + 64 * 1024)
+    _run_producer(app, producer)
+    sender = Sender(producer)
     telemetry = Telemetry(automation.metrics, f"{settings.app_id}@{default_worker_name()}")
     add_pages(app, telemetry)
-    _publish_windows(app, sender, codec, telemetry, topology.metrics)
+    _publish_windows(app, sender, producer, codec, telemetry, topology.metrics)
 
     policy_source = ReferenceSource(topology.policies, "policy")
     asset_source = ReferenceSource(topology.assets, "asset")
@@ -124,7 +127,7 @@ def create_worker(settings: WorkerSettings) -> Worker:
 
     # Everything the signals agent keeps lives in one table, so that its changelog
     # partition holds one signal's log entry and state writes in the order written.
-    decide_state = state_table(app, "decide-table", partitions)
+    decide_state = state_table(app, "decide-table", partitions, producer)
     journal = Journal()
     engine = IncidentEngine(
         settings=automation,
@@ -139,7 +142,7 @@ def create_worker(settings: WorkerSettings) -> Worker:
     )
     stage = DecisionStage(topology=topology, codec=codec, engine=engine,
                           sent=SentLog(PrefixedStore(decide_state, "sent:")), journal=journal)
-    breaker_store = shared_table(app, "breaker-table", partitions)
+    breaker_store = shared_table(app, "breaker-table", partitions, producer)
     signals = SignalAgent(app, _source(app, topology.signals, partitions), stage, sender,
                           automation.circuit_breaker, breaker_store, telemetry, reference)
     ResultAgent(app, _source(app, topology.action_results, partitions), codec,
@@ -150,8 +153,8 @@ def create_worker(settings: WorkerSettings) -> Worker:
         logger.warning("the operators file %s lists no operators, so every review verdict will be rejected",
                        settings.operators_file)
     desk = ReviewDesk(automation.reviews, operators, orchestrator, codec)
-    PlanAgent(app, topology, orchestrator, desk, codec, sender, state_table(app, "plan-table", partitions),
-              partitions, telemetry)
+    PlanAgent(app, topology, orchestrator, desk, codec, sender,
+              state_table(app, "plan-table", partitions, producer), partitions, telemetry)
 
     worker = Worker(app, pipeline, stage, reference, policies, assets, silences, anomalies, signals)
     if settings.ready_file is not None:
@@ -159,13 +162,13 @@ def create_worker(settings: WorkerSettings) -> Worker:
     return worker
 
 
-def _publish_windows(app: faust.App, sender: Sender, codec: AvroCodec, telemetry: Telemetry, topic: str) -> None:
+def _publish_windows(app: faust.App, sender: Sender, producer: WorkerProducer, codec: AvroCodec,
+                     telemetry: Telemetry, topic: str) -> None:
     """Publish each ended window to the metrics topic, and the unfinished one when the worker stops."""
 
     async def send(windows: list[MetricsWindow]) -> None:
         for window in windows:
-            await sender.topic(topic).send(key=window.worker.encode(),
-                                           value=codec.encode("MetricsWindow", window.to_avro()))
+            sender.produce(topic, window.worker.encode(), codec.encode("MetricsWindow", window.to_avro()))
 
     @app.timer(1.0, name="metrics-windows")  # type: ignore[untyped-decorator]
     async def publish_ended() -> None:
@@ -173,8 +176,19 @@ def _publish_windows(app: faust.App, sender: Sender, codec: AvroCodec, telemetry
 
     async def publish_all(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await send(telemetry.flush(datetime.now(UTC)))
+        # Messages without an input offset (these windows, the orchestrator's ticks) wait for
+        # no commit, so they are flushed here. Messages queued later are flushed by the final commit.
+        producer.close()
 
     app.on_before_shutdown.connect(publish_all)
+
+
+def _run_producer(app: faust.App, producer: WorkerProducer) -> None:
+    """Hook the producer into Faust's flush, which runs before every offset commit."""
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def attach_producer() -> None:
+        producer.attach(app)
 
 
 def _run_reference_reader(app: faust.App, reader: ReferenceReader) -> None:

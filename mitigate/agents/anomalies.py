@@ -17,6 +17,7 @@ from mitigate.intake import SourceMessage
 from mitigate.limits import ShardedBreaker
 from mitigate.models import ActionResult
 from mitigate.pipeline import DecisionStage, Pipeline, Processed
+from mitigate.producer import WorkerProducer
 from mitigate.reference_reader import ReferenceReader
 from mitigate.telemetry import Telemetry
 
@@ -45,22 +46,18 @@ def _headers(headers: Any) -> Iterable[tuple[str, bytes | None]]:
 
 
 class Sender:
-    """Sends what a stage produced, with one Faust topic object per topic name."""
+    """Queues what a stage produced on the worker's producer."""
 
-    def __init__(self, app: faust.App) -> None:
-        self.app = app
-        self._topics: dict[str, faust.TopicT] = {}
+    def __init__(self, producer: WorkerProducer) -> None:
+        self.producer = producer
 
-    def topic(self, name: str) -> faust.TopicT:
-        topic = self._topics.get(name)
-        if topic is None:
-            topic = self.app.topic(name, key_serializer="raw", value_serializer="raw")
-            self._topics[name] = topic
-        return topic
+    def produce(self, topic: str, key: bytes | None, value: bytes,
+                headers: tuple[tuple[str, bytes], ...] | None = None) -> None:
+        self.producer.produce(topic, key, value, headers)
 
-    async def send(self, processed: Processed) -> None:
+    def send(self, processed: Processed) -> None:
         for message in processed.messages:
-            await self.topic(message.topic).send(key=message.key, value=message.value, headers=list(message.headers))
+            self.producer.produce(message.topic, message.key, message.value, message.headers)
 
 
 class AnomalyAgent:
@@ -80,7 +77,7 @@ class AnomalyAgent:
         await self.reference.wait_loaded()
         async for event in stream.events():
             processed = self.pipeline.process(source_message(event.message))
-            await self.sender.send(processed)
+            self.sender.send(processed)
             self.processed += 1
             self.telemetry.anomaly_in()
             if processed.rejection is not None:
@@ -110,7 +107,7 @@ class SignalAgent:
             message = source_message(event.message)
             breaker = ShardedBreaker(self.breaker_settings, self.breaker_store, f"signals:{message.partition}")
             processed = self.stage.process(message, breaker)
-            await self.sender.send(processed)
+            self.sender.send(processed)
             self.decided += 1
             if processed.rejection is not None:
                 self.telemetry.dead_letter(processed.rejection.reason_code)

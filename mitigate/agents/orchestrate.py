@@ -84,7 +84,7 @@ class PlanAgent:
                              extra={"source": f"{message.topic}[{message.partition}]@{message.offset}"})
                 continue
             if processed is not None:
-                await self.sender.send(processed)
+                self.sender.send(processed)
 
     @staticmethod
     def _log(effects: Effects) -> None:
@@ -322,10 +322,9 @@ class PlanAgent:
             self.telemetry.set_pending_reviews(pending)
         now = datetime.now(UTC)
         now_ms = epoch_ms(now)
-        topic = self.sender.topic(self.topology.plans)
         for incident_id, (partition, due_ms) in list(self._due.items()):
             if partition not in active or due_ms > now_ms:
                 continue
             tick = PlanControl(kind="tick", incident_id=incident_id, plan_id=incident_id, trace_id=incident_id,
                                issued_at=now)
-            await topic.send(key=incident_id.encode(), value=self.codec.encode("PlanControl", tick.to_avro()))
+            self.sender.produce(self.topology.plans, incident_id.encode(), self.codec.encode("PlanControl", tick.to_avro()))

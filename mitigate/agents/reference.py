@@ -22,25 +22,62 @@ from mitigate.codec import AvroCodec
 from mitigate.errors import DecodeError
 from mitigate.models import AssetContext, PolicyVersion, Silence
 from mitigate.policy import ActivePolicy, PolicyIndex, policy_from_json
+from mitigate.producer import OffsetSink, WorkerProducer
 from mitigate.reference_reader import ReferenceReader, ReferenceSource
 
 logger = logging.getLogger(__name__)
 
 
-class RawGlobalTable(GlobalTable):
+class _Queued:
+    """A stand-in for Faust's FutureMessage, with the one field Table.on_key_set reads: the message's partition."""
+
+    __slots__ = ("message", "partition")
+
+    def __init__(self, partition: int | None) -> None:
+        self.message = self
+        self.partition = partition
+
+
+class ChangelogViaProducer:
+    """Send a table's changelog messages through the WorkerProducer instead of Faust's buffer.
+
+    Faust writes the local store before it calls send_changelog, and records the
+    changelog offset as persisted once the message is delivered. The
+    WorkerProducer records it through an OffsetSink at each flush.
+    """
+
+    producer: WorkerProducer
+    sink: OffsetSink
+    changelog_topic_name: str
+
+    def send_changelog(self, partition: int | None, key: Any, value: Any, key_serializer: Any = None,
+                       value_serializer: Any = None) -> Any:
+        self.producer.produce(self.changelog_topic_name, key, value, partition=partition, sink=self.sink)
+        return _Queued(partition)
+
+
+def _bind_producer(table: Any, producer: WorkerProducer) -> None:
+    table.producer = producer
+    table.sink = OffsetSink(table)
+    producer.sinks.append(table.sink)
+
+
+class RawGlobalTable(ChangelogViaProducer, GlobalTable):
     """A GlobalTable that stores keys and values as the bytes it is given.
 
     Faust derives a table's serializers from its key and value types and falls
     back to JSON; the circuit breaker's shards are stored as given bytes.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, producer: WorkerProducer, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.key_serializer = "raw"
         self.value_serializer = "raw"
+        _bind_producer(self, producer)
 
 
-def _global_table(app: faust.App, name: str, partitions: int, on_change: Callable[[], None]) -> RawGlobalTable:
+def _global_table(app: faust.App, name: str, partitions: int, on_change: Callable[[], None],
+                  producer: WorkerProducer) -> RawGlobalTable:
     async def changed(*_: Any) -> None:
         on_change()
 
@@ -54,6 +91,7 @@ def _global_table(app: faust.App, name: str, partitions: int, on_change: Callabl
         on_changelog_event=changed,
         on_recover=changed,
         help=f"{name}, read in full by every worker",
+        producer=producer,
     )
     app.tables.add(table)
     return table
@@ -179,16 +217,17 @@ class TextKeyStore(MutableMapping[str, bytes]):
         return self.table.get(key.encode(), default)
 
 
-class RawTable(Table):  # type: ignore[type-arg]
+class RawTable(ChangelogViaProducer, Table):  # type: ignore[type-arg]
     """A partitioned Table that stores keys and values as the bytes it is given."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, producer: WorkerProducer, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.key_serializer = "raw"
         self.value_serializer = "raw"
+        _bind_producer(self, producer)
 
 
-def state_table(app: faust.App, name: str, partitions: int) -> TextKeyStore:
+def state_table(app: faust.App, name: str, partitions: int, producer: WorkerProducer) -> TextKeyStore:
     """Create a changelog-backed table for state written by one agent only, keyed within its partitions.
 
     Its changelog partition is the partition of the message being processed, so
@@ -196,11 +235,11 @@ def state_table(app: faust.App, name: str, partitions: int) -> TextKeyStore:
     moves with that topic's partitions on a rebalance.
     """
     table = RawTable(app, name=name, partitions=partitions, beacon=app.tables.beacon,
-                     help=f"{name}: state of one agent, partitioned like the topic it consumes")
+                     help=f"{name}: state of one agent, partitioned like the topic it consumes", producer=producer)
     app.tables.add(table)
     return TextKeyStore(table)
 
 
-def shared_table(app: faust.App, name: str, partitions: int) -> TextKeyStore:
+def shared_table(app: faust.App, name: str, partitions: int, producer: WorkerProducer) -> TextKeyStore:
     """Create a global table, which every worker reads in full, for state that spans partitions (the circuit breaker)."""
-    return TextKeyStore(_global_table(app, name, partitions, lambda: None))
+    return TextKeyStore(_global_table(app, name, partitions, lambda: None, producer))
