@@ -99,6 +99,7 @@ def create_worker(settings: WorkerSettings) -> Worker:
     )
     producer = WorkerProducer(settings.bootstrap_servers, settings.app_id, DEAD_LETTER_MAX_BYTES + 64 * 1024)
     _run_producer(app, producer)
+    _drop_builtin_monitor(app)
     sender = Sender(producer)
     telemetry = Telemetry(automation.metrics, f"{settings.app_id}@{default_worker_name()}")
     add_pages(app, telemetry)
@@ -189,6 +190,19 @@ def _run_producer(app: faust.App, producer: WorkerProducer) -> None:
     @app.task  # type: ignore[untyped-decorator]
     async def attach_producer() -> None:
         producer.attach(app)
+
+
+def _drop_builtin_monitor(app: faust.App) -> None:
+    """Stop passing every event and table access to Faust's built-in Monitor sensor.
+
+    Only Faust's statistics pages read it, and the worker turns them off. The
+    Prometheus sensor behind /metrics stays. Faust adds the Monitor as it
+    starts, so it is removed from the sensors once the worker runs.
+    """
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def drop_monitor() -> None:
+        app.sensors.remove(app.monitor)
 
 
 def _run_reference_reader(app: faust.App, reader: ReferenceReader) -> None:
