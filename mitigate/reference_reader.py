@@ -19,8 +19,9 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TypeVar, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -32,10 +33,20 @@ BATCH_SIZE = 5_000
 POLL_TIMEOUT_S = 0.2
 METADATA_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
-WATERMARK_RETRY_S = 60.0
-# librdkafka does not mark these as retriable in get_watermark_offsets, but they pass once a leader is elected.
-LEADER_ERRORS = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-                           KafkaError.UNKNOWN_TOPIC_OR_PART})
+RETRY_INTERVAL_S = 0.5
+RETRY_LOG_INTERVAL_S = 10.0
+# Retried without end, as Faust waits for the broker: no broker reachable yet, or a partition
+# whose leader is not elected yet (right after the topic is created). librdkafka does not mark
+# the leader errors as retriable in get_watermark_offsets.
+TRANSIENT_ERRORS = frozenset({
+    KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
+})
+T = TypeVar("T")
+
+
+class _Stopped(Exception):
+    """The reader was stopped while it waited for the broker."""
 
 
 @dataclass
@@ -94,6 +105,8 @@ class ReferenceReader:
     def _run(self) -> None:
         try:
             self._consume()
+        except _Stopped:
+            logger.info("reference reader stopped before the topics were read")
         except BaseException as exc:  # the thread has no caller, so wait_loaded raises it in the agents
             self.failed = exc
             logger.exception("reference reader stopped: %s", exc)
@@ -135,37 +148,41 @@ class ReferenceReader:
         assignment = []
         pending: dict[tuple[str, int], int] = {}
         for topic in self.sources:
-            metadata = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics.get(topic)
+            metadata = self._retrying(lambda: consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S),
+                                      f"metadata of {topic}").topics.get(topic)
             if metadata is None or metadata.error is not None or not metadata.partitions:
                 reason = metadata.error if metadata is not None else "not found"
                 raise KafkaException(f"reference topic {topic} cannot be read: {reason}; "
                                      "create it with `mitigate topics create`")
-            for partition in metadata.partitions:
-                low, high = self._watermarks(consumer, TopicPartition(topic, partition))
+            for number in metadata.partitions:
+                partition = TopicPartition(topic, number)
+                low, high = self._retrying(
+                    lambda: consumer.get_watermark_offsets(partition, timeout=METADATA_TIMEOUT_S),
+                    f"end offset of {topic}[{number}]")
                 if high > low:
-                    pending[(topic, partition)] = high
-                assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
+                    pending[(topic, number)] = high
+                assignment.append(TopicPartition(topic, number, OFFSET_BEGINNING))
         consumer.assign(assignment)
         logger.info("reference reader assigned partitions=%d to read=%d", len(assignment), len(pending))
         return pending
 
-    def _watermarks(self, consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
-        """Return the partition's low and high offsets, retrying while its leader is not known yet."""
-        deadline = time.monotonic() + WATERMARK_RETRY_S
+    def _retrying(self, call: Callable[[], T], what: str) -> T:
+        """Return `call()`, retrying while the broker is unreachable or a partition has no leader yet."""
+        logged = 0.0
         while True:
             try:
-                low, high = consumer.get_watermark_offsets(partition, timeout=METADATA_TIMEOUT_S)
-                return int(low), int(high)
+                return call()
             except KafkaException as exc:
-                # Right after a topic is created its leader may not be elected yet (NOT_LEADER_FOR_PARTITION).
                 error = exc.args[0]
-                transient = isinstance(error, KafkaError) and (error.retriable() or error.code() in LEADER_ERRORS)
-                if not transient or time.monotonic() > deadline:
+                transient = isinstance(error, KafkaError) and (error.retriable() or error.code() in TRANSIENT_ERRORS)
+                if not transient:
                     raise
-                logger.info("reference topic %s[%d]: end offset not available yet, retrying: %s",
-                            partition.topic, partition.partition, error.str())
-                if self._stopping.wait(0.5):
-                    raise
+                if time.monotonic() - logged >= RETRY_LOG_INTERVAL_S:
+                    logged = time.monotonic()
+                    logger.warning("reference reader: %s not available yet, retrying every %.1f s: %s",
+                                   what, RETRY_INTERVAL_S, error.str())
+                if self._stopping.wait(RETRY_INTERVAL_S):
+                    raise _Stopped from exc
 
     def _apply(self, messages: list[Message], pending: dict[tuple[str, int], int] | None) -> None:
         changed: set[str] = set()
