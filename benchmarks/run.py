@@ -9,7 +9,9 @@ events. For each arm the harness measures:
   the same span, divided by the events it covered;
 - latency at a fixed open-loop rate: --rate events a second for --seconds,
   each stamped when it is produced. The latency of an event runs from that
-  stamp to the Kafka timestamp of its output, which the arm's producer sets;
+  stamp to the Kafka timestamp of its output, which the arm's producer sets.
+  For the pipeline this phase starts once the worker has also processed the
+  plans and review requests that the drain left behind;
 - peak memory: the process's VmHWM from /proc.
 
 The output of the raw and pass-through arms is the forwarded event. The
@@ -281,6 +283,42 @@ def drain(arm: Arm, items: list[tuple[bytes, bytes, str]], probe: Consumer, time
     raise RuntimeError(f"{arm.name} did not drain {len(items)} events in {timeout_s:.0f} s; see {arm.log}")
 
 
+SETTLED_LAG = 50  # messages still unprocessed across the worker's inputs that count as settled
+
+
+def settle(arm: Arm, timeout_s: float) -> float:
+    """Wait until the pipeline worker has processed what the drain left on its other inputs; return the seconds.
+
+    The drain ends when every event is decided, but the orchestrate agent may
+    still have plans and review requests of the backlog to process. They share
+    the worker's event loop and consumer with the signals, so the latency
+    phase starts only once the worker's committed offsets are within
+    SETTLED_LAG messages of the end of its inputs.
+    """
+    if arm.name != "pipeline":
+        return 0.0
+    topology = Topology(prefix=arm.prefix, partitions=PARTITIONS)
+    topics = [topology.anomalies, topology.signals, topology.plans, topology.action_results,
+              topology.review_requests, topology.review_verdicts]
+    partitions = [TopicPartition(topic, partition) for topic in topics for partition in range(PARTITIONS)]
+    group = Consumer(client_config(arm.bootstrap, **{"group.id": arm.env_values["MITIGATE_APP_ID"],
+                                                     "enable.auto.commit": False}))
+    began = time.monotonic()
+    try:
+        while time.monotonic() - began < timeout_s:
+            committed = group.committed(partitions, timeout=10)
+            lag = 0
+            for position in committed:
+                high = group.get_watermark_offsets(TopicPartition(position.topic, position.partition), timeout=10)[1]
+                lag += high - max(position.offset, 0)
+            if lag <= SETTLED_LAG:
+                return time.monotonic() - began
+            time.sleep(1.0)
+    finally:
+        group.close()
+    raise RuntimeError(f"{arm.name} did not process its remaining inputs in {timeout_s:.0f} s; see {arm.log}")
+
+
 def latency(arm: Arm, items: list[tuple[bytes, bytes, str]], rate: float, probe: Consumer,
             timeout_s: float) -> dict[str, float]:
     """Send at a fixed rate to the running arm; return latency percentiles in milliseconds."""
@@ -385,11 +423,13 @@ def run_arm(name: str, bootstrap: str, codec: AvroCodec, backlog: list[tuple[byt
             stop(arm.process)
             ready.unlink()
         drain_rate, cpu_us = drain(arm, backlog, probe, timeout_s)
+        settled_s = settle(arm, timeout_s)
         latencies = latency(arm, live, rate, probe, timeout_s)
         assert arm.process is not None
         peak = usage(arm.process.pid).peak_rss_mb
         return ArmResult(name, len(backlog), round(drain_rate, 1), round(cpu_us, 1), round(peak, 1), rate,
-                         len(live), {key: round(value, 1) for key, value in latencies.items()})
+                         len(live), {key: round(value, 1) for key, value in latencies.items()},
+                         {"settle_s": round(settled_s, 1)})
     finally:
         probe.close()
         if arm.process is not None and arm.process.poll() is None:
