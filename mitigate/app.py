@@ -186,6 +186,7 @@ def _publish_windows(app: faust.App, sender: Sender, producer: WorkerProducer, c
 
 def _run_producer(app: faust.App, producer: WorkerProducer) -> None:
     """Hook the producer into Faust's flush, which runs before every offset commit."""
+    producer.bind(app)
 
     @app.task  # type: ignore[untyped-decorator]
     async def attach_producer() -> None:

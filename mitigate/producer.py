@@ -83,11 +83,16 @@ class WorkerProducer:
         self._epoch = 0
         self._outstanding: dict[int, int] = {0: 0}  # epoch -> messages without a delivery report yet
         self._callbacks: dict[OffsetSink | None, Callable[[KafkaError | None, Message], None]] = {}
+        self._app: faust.App | None = None
+        self._attached = False
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
                 headers: Sequence[tuple[str, bytes]] | None = None, partition: int | None = None,
                 sink: OffsetSink | None = None) -> None:
         """Queue one message. With `sink`, its offset is recorded there once it is delivered."""
+        if not self._attached and self._app is not None:
+            # Hooked at the latest before the first message, so no commit can skip waiting for one.
+            self.attach(self._app)
         header_list = cast(list[tuple[str, str | bytes | None]], list(headers)) if headers else None
         callback = self._callbacks.get(sink)
         if callback is None:
@@ -151,8 +156,15 @@ class WorkerProducer:
         for sink in self.sinks:
             sink.persist()
 
+    def bind(self, app: faust.App) -> None:
+        """Set the app whose producer flush is wrapped at the first message, unless `attach` ran before."""
+        self._app = app
+
     def attach(self, app: faust.App) -> None:
         """Make Faust's producer flush, which runs before every offset commit, flush this producer first."""
+        if self._attached:
+            return
+        self._attached = True
         faust_producer = app.producer
         faust_flush = faust_producer.flush
 
