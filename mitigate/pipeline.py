@@ -132,7 +132,7 @@ class DecisionStage:
             if again is not None:
                 logger.debug("signal delivered again event_id=%s source=%s: sending its %d messages again",
                             signal.event.event_id, message.coordinates(), len(again.messages))
-                if self.journal is not None:
+                if self.journal is not None and again.source == f"{message.partition}@{message.offset}":
                     self.journal.apply(again.writes)  # completes what a crash may have cut short
                 return Processed(again.messages, signal=signal)
 
@@ -145,7 +145,8 @@ class DecisionStage:
             writes = self.journal.end() if self.journal is not None else ()
         if self.sent is not None:
             # Logged before the writes are applied: see mitigate.redelivery.
-            self.sent.put(message.partition, signal.event.event_id, messages, writes)
+            self.sent.put(message.partition, signal.event.event_id, messages, writes,
+                          source=f"{message.partition}@{message.offset}")
         if self.journal is not None:
             self.journal.apply(writes)
         return Processed(messages, decision=decision, signal=signal)

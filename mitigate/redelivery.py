@@ -10,10 +10,13 @@ one table, so both the local store and the table's changelog partition keep
 the writes in that order, and a crash leaves a prefix of them:
 
 - no log entry: no state changed, and the signal is decided again;
-- a log entry: its messages are sent again, and its writes are applied again,
-  which completes state a crash cut short. Signals delivered again come in
-  their original order, so one that overwrote the same keys later applies its
-  own writes after.
+- a log entry: its messages are sent again. If the signal comes back from
+  the same offset, its writes are applied again, which completes state a
+  crash cut short; signals delivered again come in their original order, so
+  one that overwrote the same keys later applies its own writes after. A copy
+  of the signal at another offset (the intake stage is at least once too)
+  only gets the messages: its first processing finished before it, and other
+  signals may have changed the same keys since.
 
 Entries are kept for the last `capacity` signals of each partition: slot
 `n % capacity` of a partition's ring names the event whose entry is dropped
@@ -44,6 +47,7 @@ class Sent:
 
     messages: tuple[Outgoing, ...]
     writes: tuple[Write, ...] = ()
+    source: str | None = None  # partition@offset of the signal message that was decided
 
 
 class Journal:
@@ -146,7 +150,7 @@ class SentLog:
             return None
         entry = orjson.loads(raw)
         if isinstance(entry, list):  # written before state writes were logged
-            entry = {"messages": entry, "writes": []}
+            entry = {"messages": entry, "writes": [], "source": None}
         messages = tuple(
             Outgoing(
                 topic=item["topic"],
@@ -157,10 +161,10 @@ class SentLog:
             for item in entry["messages"]
         )
         writes = tuple((name, key, _unb64(value)) for name, key, value in entry["writes"])
-        return Sent(messages, writes)
+        return Sent(messages, writes, entry.get("source"))
 
     def put(self, partition: int, event_id: str, messages: tuple[Outgoing, ...],
-            writes: tuple[Write, ...] = ()) -> None:
+            writes: tuple[Write, ...] = (), source: str | None = None) -> None:
         entry = {
             "messages": [
                 {
@@ -172,6 +176,7 @@ class SentLog:
                 for message in messages
             ],
             "writes": [[name, key, _b64(value)] for name, key, value in writes],
+            "source": source,
         }
         # The ring first: a crash before the entry costs a slot, never an entry that no slot names.
         cursor_key = f"cursor|{partition}"

@@ -183,3 +183,18 @@ def test_crash_at_any_write_decides_once(codec, pipeline, tables) -> None:  # ty
 
         assert again.messages == once.messages, f"crash after {kept} writes"
         assert _decision_state(table) == _decision_state(whole), f"crash after {kept} writes"
+
+
+def test_copy_at_another_offset_leaves_later_state(codec, pipeline, tables) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    (first,) = pipeline.process(event_message(codec, event_id="event-first")).messages
+    (repeat,) = pipeline.process(event_message(codec, event_id="event-repeat")).messages
+    table: dict[str, bytes] = {}
+    stage, breaker = _journaled_stage(codec, tables, table)
+    decided = stage.process(signal_message(first, offset=40), breaker)
+    stage.process(signal_message(repeat, offset=41), breaker)
+    after_repeat = _decision_state(table)
+
+    copy = stage.process(signal_message(first, offset=42), breaker)
+
+    assert copy.messages == decided.messages
+    assert _decision_state(table) == after_repeat
