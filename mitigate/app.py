@@ -27,7 +27,7 @@ from mitigate.operators import load_operators
 from mitigate.orchestration import Orchestrator
 from mitigate.pipeline import DecisionStage, Pipeline
 from mitigate.producer import WorkerProducer
-from mitigate.redelivery import Journal, PrefixedStore, SentLog
+from mitigate.redelivery import Journal, PrefixedStore, SentLog, engine_stores
 from mitigate.review import ReviewDesk
 from mitigate.telemetry import Telemetry, default_worker_name
 from mitigate.web import add_pages
@@ -127,8 +127,8 @@ def create_worker(settings: WorkerSettings) -> Worker:
     anomalies = AnomalyAgent(app, _source(app, topology.anomalies, partitions), pipeline, sender, telemetry,
                              reference)
 
-    # Everything the signals agent keeps lives in one table, so that its changelog
-    # partition holds one signal's log entry and state writes in the order written.
+    # Everything the signals agent keeps lives in one table. Its changelog partition then
+    # contains one signal's log entry and state writes in the order they were written.
     decide_state = state_table(app, "decide-table", partitions, producer)
     journal = Journal()
     engine = IncidentEngine(
@@ -137,10 +137,7 @@ def create_worker(settings: WorkerSettings) -> Worker:
                         clock=lambda: datetime.now(UTC)),
         policies=policies.index,
         silences=silences.silences,
-        incidents=journal.store("incidents", PrefixedStore(decide_state, "incident:")),
-        fingerprints=journal.store("fingerprints", PrefixedStore(decide_state, "fingerprint:")),
-        budgets=journal.store("budgets", PrefixedStore(decide_state, "budget:")),
-        runs=journal.store("runs", PrefixedStore(decide_state, "run:")),
+        **engine_stores(journal, decide_state),
     )
     stage = DecisionStage(topology=topology, codec=codec, engine=engine,
                           sent=SentLog(PrefixedStore(decide_state, "sent:")), journal=journal)

@@ -110,8 +110,8 @@ class DecisionStage:
         self.engine = engine
         self.clock = clock
         self.pipeline_version = pipeline_version
-        # With both, a redelivered signal is answered from the log (mitigate.redelivery);
-        # the journal must be the one the engine's stores write through.
+        # With both, a redelivered signal gets its logged messages (mitigate.redelivery).
+        # The journal must be the one the engine's stores write through.
         self.sent = sent
         self.journal = journal
 

@@ -12,11 +12,11 @@ the writes in that order, and a crash leaves a prefix of them:
 - no log entry: no state changed, and the signal is decided again;
 - a log entry: its messages are sent again. If the signal comes back from
   the same offset, its writes are applied again, which completes state a
-  crash cut short; signals delivered again come in their original order, so
-  one that overwrote the same keys later applies its own writes after. A copy
-  of the signal at another offset (the intake stage is at least once too)
-  only gets the messages: its first processing finished before it, and other
-  signals may have changed the same keys since.
+  crash cut short. Signals delivered again come in their original order, so
+  one that overwrote the same keys later applies its own writes after it.
+- A copy of the signal at another offset (the intake stage is at least once
+  too) only gets the messages. Its first processing finished before it, and
+  other signals may have changed the same keys since.
 
 Entries are kept for the last `capacity` signals of each partition: slot
 `n % capacity` of a partition's ring names the event whose entry is dropped
@@ -43,7 +43,7 @@ Write = tuple[str, str, bytes | None]
 
 @dataclass(frozen=True, slots=True)
 class Sent:
-    """What one signal produced: the messages sent and the state writes made."""
+    """The log entry of one signal: the messages sent and the state writes made."""
 
     messages: tuple[Outgoing, ...]
     writes: tuple[Write, ...] = ()
@@ -189,6 +189,15 @@ class SentLog:
         self.store[slot_key] = event_id.encode()
         self.store[cursor_key] = str(cursor + 1).encode()
         self.store[f"event|{event_id}"] = orjson.dumps(entry)
+
+
+def engine_stores(journal: Journal, table: MutableMapping[str, bytes]) -> dict[str, JournaledStore]:
+    """Return the correlation engine's four stores, as prefixed parts of `table` that write through `journal`."""
+    return {
+        name: journal.store(name, PrefixedStore(table, f"{prefix}:"))
+        for name, prefix in (("incidents", "incident"), ("fingerprints", "fingerprint"), ("budgets", "budget"),
+                             ("runs", "run"))
+    }
 
 
 class PrefixedStore(MutableMapping[str, bytes]):

@@ -102,7 +102,7 @@ class PlanAgent:
         return IncidentBook.model_validate_json(raw) if raw else IncidentBook()
 
     def _sent_before(self, book: IncidentBook) -> Processed | None:
-        """The messages the input being processed produced before, if it is delivered again after a crash."""
+        """Return the messages the current input produced before, when a crash made Kafka deliver it again."""
         for entry in book.sent:
             if entry.source == self._source:
                 logger.info("input delivered again source=%s: sending its %d messages again", self._source,

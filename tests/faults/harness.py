@@ -1,10 +1,10 @@
 """The fault suite's rig: workers, a real executor, tagged input and a ledger of where each input ended.
 
-Every input the suite sends carries a header with its own id, which dead
-letters keep; a good event is also found by its event id in the decisions
-topic. The executor is the real shell executor, whose runbook appends one line
-per run to a file, so the file counts the actions actually performed whatever
-the command store believes.
+Every input the suite sends carries a header with its own id, and dead
+letters keep that header. A good event is also found by its event id in the
+decisions topic. The executor is the real shell executor. Its runbook appends
+one line per run to a file, so the file counts the actions actually performed,
+whatever the command store records.
 """
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ class Rig:
         self.executor_config.write_text(orjson.dumps({
             "consumer": executor_consumer or {"session_timeout": "10s", "max_poll_interval": "10s"},
             "shell": {"actions": {"record": {
-                # One line per run, then what the scenario asks for: a pause, a failure.
+                # One line per run, then the scenario's own command: a pause or a failure.
                 "argv": ["sh", "-c",
                          f'echo "$MITIGATE_IDEMPOTENCY_KEY $MITIGATE_COMMAND_ID $MITIGATE_ATTEMPT" >> "$RUNS_FILE"; '
                          f'{runbook_then}', "record"],
@@ -436,11 +436,19 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Any]
         consumer.close()
 
 
-def header(message: Any, name: str) -> bytes | None:
-    for key, value in message.headers() or []:
-        if key == name:
-            return value  # type: ignore[no-any-return]
-    return None
+def distinct_records(rig: Rig, topic: str, schema: str, id_field: str) -> tuple[list[dict[str, Any]], int]:
+    """Return the records of `topic` without repeats of an id, and how many repeats were dropped."""
+    records: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    repeats = 0
+    for message in read_topic(rig.bootstrap, topic):
+        record = rig.codec.decode(message.value(), schema).record
+        if record[id_field] in seen:
+            repeats += 1
+            continue
+        seen.add(record[id_field])
+        records.append(record)
+    return records, repeats
 
 
 @dataclass
@@ -467,13 +475,9 @@ class Ledger:
     def read(cls, rig: Rig) -> Ledger:
         ledger = cls(dict(rig.inputs))
         topology = rig.topology
-        seen_decisions: set[str] = set()
-        for message in read_topic(rig.bootstrap, topology.decisions):
-            record = rig.codec.decode(message.value(), "DecisionRecord").record
-            if record["decision_id"] in seen_decisions:
-                ledger.decision_copies += 1
-                continue
-            seen_decisions.add(record["decision_id"])
+        records, ledger.decision_copies = distinct_records(rig, topology.decisions, "DecisionRecord",
+                                                           "decision_id")
+        for record in records:
             code = record["reason_code"]
             if about_event(code):
                 ledger.decisions[record["event_id"]].add(record["decision_id"])
@@ -489,13 +493,9 @@ class Ledger:
             elif code in PLAN_FINAL:
                 ledger.plans_final[record["plan_id"]].add(code)
 
-        seen_letters: set[str] = set()
-        for message in read_topic(rig.bootstrap, topology.dead_letters):
-            letter = rig.codec.decode(message.value(), "DeadLetter").record
-            if letter["dead_letter_id"] in seen_letters:
-                ledger.dead_letter_copies += 1
-                continue
-            seen_letters.add(letter["dead_letter_id"])
+        letters, ledger.dead_letter_copies = distinct_records(rig, topology.dead_letters, "DeadLetter",
+                                                              "dead_letter_id")
+        for letter in letters:
             # The dead letter keeps the headers of the input it stands for.
             tag = next((item["value"] for item in letter["headers"] if item["key"] == INPUT_HEADER), None)
             ledger.dead_letters[tag.decode() if tag else "untagged"].append(letter["reason_code"])

@@ -102,7 +102,7 @@ class Malformed:
         return good[:r.randrange(10, len(good))], "undecodable"
 
     def _other_record(self, r: random.Random) -> tuple[bytes, str]:
-        # A real record of another schema the pipeline knows: a silence on the anomalies topic.
+        # A valid record of another schema in the pipeline's repository: a Silence on the anomalies topic.
         silence = {
             "silence_id": str(uuid.uuid4()), "matchers": [], "starts_at": datetime.now(UTC),
             "ends_at": datetime.now(UTC) + timedelta(hours=1), "author": "fault-suite",

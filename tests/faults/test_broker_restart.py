@@ -73,7 +73,8 @@ def test_worker_executor_and_review_tool_reconnect(own_broker: OwnBroker, tmp_pa
         ledger.assert_sound()
         assert answer.returncode == 0, answer.stdout + answer.stderr
         assert review_id in ledger.review_approved
-        assert worker.alive() and executor.alive()
+        assert worker.alive()
+        assert executor.alive()
         # The watch ran through the outage and saw every request raised while it ran.
         missed = ledger.review_requests - {review_id} - watched
         assert watch_running, f"the watch stopped: {watch_errors.read_text()[-2000:]}"

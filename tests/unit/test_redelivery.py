@@ -13,7 +13,7 @@ from mitigate.correlation import IncidentEngine
 from mitigate.decision import Decider
 from mitigate.limits import ShardedBreaker
 from mitigate.pipeline import DecisionStage, Outgoing
-from mitigate.redelivery import Journal, PrefixedStore, Sent, SentLog
+from mitigate.redelivery import Journal, PrefixedStore, Sent, SentLog, engine_stores
 from tests.unit.builders import CONFIG_DIR
 # The pipeline tests' fixtures (codec, pipeline, tables) build the first step and the shipped policy table.
 from tests.unit.test_pipeline import TOPOLOGY, codec, event_message, pipeline, signal_message, tables  # noqa: F401
@@ -126,7 +126,8 @@ def test_prefixed_stores_share_one_table() -> None:
     runs["a"] = b"2"
 
     assert table == {"incident:a": b"1", "run:a": b"2"}
-    assert list(incidents) == ["a"] and len(runs) == 1
+    assert list(incidents) == ["a"]
+    assert len(runs) == 1
 
 
 def _journaled_stage(codec, tables, table: dict[str, bytes]):  # type: ignore[no-untyped-def]  # noqa: F811
@@ -135,10 +136,7 @@ def _journaled_stage(codec, tables, table: dict[str, bytes]):  # type: ignore[no
     engine = IncidentEngine(
         settings=automation, decider=Decider(default_review_timeout=timedelta(minutes=30)),
         policies=tables.policies, silences=list,
-        incidents=journal.store("incidents", PrefixedStore(table, "incident:")),
-        fingerprints=journal.store("fingerprints", PrefixedStore(table, "fingerprint:")),
-        budgets=journal.store("budgets", PrefixedStore(table, "budget:")),
-        runs=journal.store("runs", PrefixedStore(table, "run:")),
+        **engine_stores(journal, table),
     )
     stage = DecisionStage(topology=TOPOLOGY, codec=codec, engine=engine,
                           sent=SentLog(PrefixedStore(table, "sent:")), journal=journal)
