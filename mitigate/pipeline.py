@@ -145,8 +145,7 @@ class DecisionStage:
             writes = self.journal.end() if self.journal is not None else ()
         if self.sent is not None:
             # Logged before the writes are applied: see mitigate.redelivery.
-            self.sent.put(message.partition, signal.event.event_id, messages, writes,
-                          source=f"{message.partition}@{message.offset}")
+            self.sent.put(message.partition, message.offset, signal.event.event_id, messages, writes)
         if self.journal is not None:
             self.journal.apply(writes)
         return Processed(messages, decision=decision, signal=signal)

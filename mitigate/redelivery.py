@@ -18,11 +18,13 @@ the writes in that order, and a crash leaves a prefix of them:
   too) only gets the messages. Its first processing finished before it, and
   other signals may have changed the same keys since.
 
-Entries are kept for the last `capacity` signals of each partition: slot
-`n % capacity` of a partition's ring names the event whose entry is dropped
-when signal `n` arrives. The ring must cover every signal processed between two
-offset commits; Faust commits every few seconds, so the default covers storms
-of thousands of signals a second on a partition.
+Entries are kept for the last `capacity` offsets of each partition: slot
+`offset % capacity` of a partition's ring names the event whose entry is
+dropped when the signal at that offset arrives. The ring must cover every
+signal processed between two offset commits; Faust commits every few seconds,
+so the default covers storms of thousands of signals a second on a partition.
+The slot comes from the offset, so the ring needs no counter of its own, and a
+signal delivered again at the same offset finds its own event in its slot.
 """
 
 from __future__ import annotations
@@ -103,6 +105,14 @@ class JournaledStore(MutableMapping[str, bytes]):
             return value
         return self.backing[key]
 
+    def get(self, key: str, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        # Mapping.get would raise and catch a KeyError, and most lookups of a new signal miss.
+        journal = self.journal
+        if journal._recording and (self.name, key) in journal._pending:
+            value = journal._pending[(self.name, key)]
+            return default if value is None else value
+        return self.backing.get(key, default)
+
     def __setitem__(self, key: str, value: bytes) -> None:
         self._write(key, value)
 
@@ -163,8 +173,9 @@ class SentLog:
         writes = tuple((name, key, _unb64(value)) for name, key, value in entry["writes"])
         return Sent(messages, writes, entry.get("source"))
 
-    def put(self, partition: int, event_id: str, messages: tuple[Outgoing, ...],
-            writes: tuple[Write, ...] = (), source: str | None = None) -> None:
+    def put(self, partition: int, offset: int, event_id: str, messages: tuple[Outgoing, ...],
+            writes: tuple[Write, ...] = ()) -> None:
+        """Log the messages and writes of the signal at `offset` of `partition`."""
         entry = {
             "messages": [
                 {
@@ -176,18 +187,17 @@ class SentLog:
                 for message in messages
             ],
             "writes": [[name, key, _b64(value)] for name, key, value in writes],
-            "source": source,
+            "source": f"{partition}@{offset}",
         }
-        # The ring first: a crash before the entry costs a slot, never an entry that no slot names.
-        cursor_key = f"cursor|{partition}"
-        raw_cursor = self.store.get(cursor_key)
-        cursor = int(raw_cursor) if raw_cursor else 0
-        slot_key = f"slot|{partition}|{cursor % self.capacity}"
+        # The slot first: a crash before the entry leaves a slot naming an event without one,
+        # never an entry that no slot names.
+        slot_key = f"slot|{partition}|{offset % self.capacity}"
+        name = event_id.encode()
         evicted = self.store.get(slot_key)
-        if evicted is not None and evicted.decode() != event_id:
-            self.store.pop(f"event|{evicted.decode()}", None)
-        self.store[slot_key] = event_id.encode()
-        self.store[cursor_key] = str(cursor + 1).encode()
+        if evicted != name:
+            if evicted is not None:
+                self.store.pop(f"event|{evicted.decode()}", None)
+            self.store[slot_key] = name
         self.store[f"event|{event_id}"] = orjson.dumps(entry)
 
 
@@ -209,6 +219,9 @@ class PrefixedStore(MutableMapping[str, bytes]):
 
     def __getitem__(self, key: str) -> bytes:
         return self.backing[self.prefix + key]
+
+    def get(self, key: str, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        return self.backing.get(self.prefix + key, default)
 
     def __setitem__(self, key: str, value: bytes) -> None:
         self.backing[self.prefix + key] = value
