@@ -9,6 +9,7 @@ OUTPUT unchanged, with its key. The pipeline arm is `mitigate worker` itself.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -58,7 +59,7 @@ def run_passthrough(bootstrap: str, source: str, target: str) -> None:
     """Run a Faust agent with the pipeline worker's settings that forwards each event unchanged."""
     import faust
 
-    from mitigate.app import broker_urls
+    from mitigate.app import GC_THRESHOLDS, broker_urls
 
     app = faust.App(
         f"bench-passthrough-{uuid.uuid4().hex[:8]}",
@@ -71,12 +72,20 @@ def run_passthrough(bootstrap: str, source: str, target: str) -> None:
         autodiscover=False,
         broker_session_timeout=15.0,
         broker_heartbeat_interval=3.0,
+        producer_linger_ms=5,
+        producer_max_batch_size=262144,
+        cython_optimizations=True,
     )
     source_topic = app.topic(source, key_serializer="raw", value_serializer="raw")
     target_topic = app.topic(target, key_serializer="raw", value_serializer="raw")
 
+    # The pipeline worker's garbage collector settings, so that the arms differ only in their work.
+    gc.set_threshold(*GC_THRESHOLDS)
+
     @app.agent(source_topic, name="forward")
     async def forward(stream: Any) -> None:
+        gc.collect()
+        gc.freeze()
         async for event in stream.events():
             message = event.message
             await target_topic.send(key=message.key, value=message.value, headers=message.headers)
