@@ -196,7 +196,12 @@ class SentLog:
         evicted = self.store.get(slot_key)
         if evicted != name:
             if evicted is not None:
-                self.store.pop(f"event|{evicted.decode()}", None)
+                # Deleted without reading it first, as pop() would: the entry is kilobytes,
+                # and by the time its slot comes round again it is seldom in memory.
+                try:
+                    del self.store[f"event|{evicted.decode()}"]
+                except KeyError:
+                    pass
             self.store[slot_key] = name
         self.store[f"event|{event_id}"] = orjson.dumps(entry)
 

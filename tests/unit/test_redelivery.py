@@ -47,6 +47,33 @@ def test_sent_log_drops_oldest() -> None:
     assert len([key for key in store if key.startswith("event|")]) == 2
 
 
+class ReadRecorder(dict):  # type: ignore[type-arg]
+    """A table that records the keys read from it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: list[str] = []
+
+    def __getitem__(self, key: str) -> bytes:
+        self.read.append(key)
+        value: bytes = super().__getitem__(key)
+        return value
+
+    def get(self, key: str, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        self.read.append(key)
+        return super().get(key, default)
+
+
+def test_sent_log_evicts_without_reading() -> None:
+    table = ReadRecorder()
+    log = SentLog(PrefixedStore(table, "sent:"), capacity=1)
+    log.put(0, 0, "event-0", MESSAGES)
+    log.put(0, 1, "event-1", MESSAGES)
+
+    assert "sent:event|event-0" not in table
+    assert "sent:event|event-0" not in table.read
+
+
 def test_sent_log_same_offset_keeps_its_slot() -> None:
     store: dict[str, bytes] = {}
     log = SentLog(store, capacity=4)
