@@ -128,6 +128,8 @@ class IncidentBook(PlanBook):
     # What the latest inputs of the incident produced. The book and these outputs are
     # one table write, so an input delivered again after a crash gets its outputs
     # again even when the crash lost them and kept the book.
+    # NOTE: every input of the incident parses and rewrites the whole book, which grows with
+    # its pending reviews and these outputs (hundreds of kilobytes in an unanswered storm).
     sent: list[SentOutputs] = Field(default_factory=list)
 
 
