@@ -458,8 +458,10 @@ def ratios(results: list[ArmResult]) -> dict[str, float]:
         if other in by_arm:
             found[f"throughput pipeline/{other}"] = round(
                 pipeline.drain_events_per_s / by_arm[other].drain_events_per_s, 3)
-            found[f"cpu per event pipeline/{other}"] = round(
-                pipeline.cpu_us_per_event / by_arm[other].cpu_us_per_event, 2)
+            # A short raw run can end within one clock tick of CPU time, which measures as 0.
+            if by_arm[other].cpu_us_per_event > 0:
+                found[f"cpu per event pipeline/{other}"] = round(
+                    pipeline.cpu_us_per_event / by_arm[other].cpu_us_per_event, 2)
             found[f"p99 pipeline - {other} (ms)"] = round(
                 pipeline.latency_ms["p99"] - by_arm[other].latency_ms["p99"], 1)
     return found
