@@ -43,7 +43,7 @@ READY_INTERVAL_S = 1.0
 # Python's cyclic garbage collector starts a young collection every 700 allocations
 # by default, and a full one over every tracked object after a hundred of those.
 # The decide stage alone, without Kafka, took 212 µs per signal at the default
-# thresholds and 144 µs at these (benchmarks/run.py events, 20,000 signals).
+# thresholds and 144 µs at these (20,000 signals of `python -m benchmarks.stages`).
 # Objects that live as long as the worker (Faust's own, the reference data) are
 # frozen out of full collections once the reference topics are read.
 GC_THRESHOLDS = (20_000, 10, 10)

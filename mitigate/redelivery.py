@@ -187,14 +187,14 @@ class SentLog:
                 for message in messages
             ],
             "writes": [[name, key, _b64(value)] for name, key, value in writes],
-            "source": f"{partition}@{offset}",
+            "source": f"{partition}@{offset}",  # compared by DecisionStage.process
         }
         # The slot first: a crash before the entry leaves a slot naming an event without one,
         # never an entry that no slot names.
         slot_key = f"slot|{partition}|{offset % self.capacity}"
-        name = event_id.encode()
+        event_name = event_id.encode()
         evicted = self.store.get(slot_key)
-        if evicted != name:
+        if evicted != event_name:
             if evicted is not None:
                 # Deleted without reading it first, as pop() would: the entry is kilobytes,
                 # and by the time its slot comes round again it is seldom in memory.
@@ -202,7 +202,7 @@ class SentLog:
                     del self.store[f"event|{evicted.decode()}"]
                 except KeyError:
                     pass
-            self.store[slot_key] = name
+            self.store[slot_key] = event_name
         self.store[f"event|{event_id}"] = orjson.dumps(entry)
 
 
