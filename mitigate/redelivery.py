@@ -21,7 +21,7 @@ the writes in that order, and a crash leaves a prefix of them:
 Entries are kept for the last `capacity` offsets of each partition: slot
 `offset % capacity` of a partition's ring names the event whose entry is
 dropped when the signal at that offset arrives. The ring must cover every
-signal processed between two offset commits; Faust commits every few seconds,
+signal processed between two offset commits. Faust commits every few seconds,
 so the default covers storms of thousands of signals a second on a partition.
 The slot comes from the offset, so the ring needs no counter of its own, and a
 signal delivered again at the same offset finds its own event in its slot.
@@ -196,8 +196,8 @@ class SentLog:
         evicted = self.store.get(slot_key)
         if evicted != event_name:
             if evicted is not None:
-                # Deleted without reading it first, as pop() would: the entry is kilobytes,
-                # and by the time its slot comes round again it is seldom in memory.
+                # Deleted without the read that pop() makes first, because the entry is
+                # kilobytes and is seldom still in memory when its slot comes round again.
                 try:
                     del self.store[f"event|{evicted.decode()}"]
                 except KeyError:

@@ -72,7 +72,7 @@ ROCKSDB_OPTIONS = {
 
 
 def _store_options() -> dict[str, Any]:
-    # A fresh dict per table: Faust's RocksDB store pops keys out of the dict it is given.
+    # A fresh dict per table, because Faust's RocksDB store pops keys out of the dict it is given.
     return dict(ROCKSDB_OPTIONS)
 
 
